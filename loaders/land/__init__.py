@@ -1,0 +1,1 @@
+"""Landing raw TES JSON and configurations in PostgreSQL schema `raw`."""
