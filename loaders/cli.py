@@ -52,7 +52,9 @@ def cmd_db(args: argparse.Namespace) -> int:
             return 0
         state = embedded.status()
         if state.running:
-            out.print(f"embedded PostgreSQL running: pid {state.pid}, 127.0.0.1:{state.port}, data {state.data_dir}")
+            out.print(
+                f"embedded PostgreSQL running: pid {state.pid}, 127.0.0.1:{state.port}, data {state.data_dir}"
+            )
             return 0
         out.print(f"embedded PostgreSQL not running (data {state.data_dir})")
         return 3
@@ -81,6 +83,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from loaders import connection, dbt
     from loaders.land.ddl import ensure_raw_schema
 
+    dbt.profiles_dir()  # a missing profile is reported before the database is touched
     settings = connection.resolve()
     with connection.connect(settings) as conn:
         ensure_raw_schema(conn)
@@ -110,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch = sub.add_parser("fetch", help="pull active ValueSets from the TES FHIR API into files")
     fetch.add_argument("--out", type=Path, required=True, help="folder for category files and manifest.json")
-    fetch.add_argument("--base-url", default=None, help="TES FHIR base URL (default: $TES_API_URL or APHL TES)")
+    fetch.add_argument(
+        "--base-url", default=None, help="TES FHIR base URL (default: $TES_API_URL or APHL TES)"
+    )
     fetch.add_argument("--dry-run", action="store_true", help="fetch and report changes, write nothing")
     fetch.add_argument("--page-size", type=int, default=250, help="_count asked per page (default 250)")
     fetch.set_defaults(handler=_lazy("loaders.tes.fetch", "run_cli"))
@@ -122,17 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     load_tes.add_argument("--skip-invalid", action="store_true", help="load valid records, reject the rest")
     load_tes.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for the lock")
     load_tes.set_defaults(handler=_lazy("loaders.land.tes", "run_cli"))
-    load_conf = load_sub.add_parser("configurations", help="replace configurations from a JSON or CSV snapshot")
+    load_conf = load_sub.add_parser(
+        "configurations", help="replace configurations from a JSON or CSV snapshot"
+    )
     load_conf.add_argument("file", type=Path)
     load_conf.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for the lock")
     load_conf.set_defaults(handler=_lazy("loaders.land.configurations", "run_cli"))
 
     build = sub.add_parser("build", help="run `dbt build`; extra arguments pass through to dbt")
-    build.add_argument("dbt_args", nargs=argparse.REMAINDER, help="e.g. --full-refresh, --select refinement_cache")
+    build.add_argument(
+        "dbt_args", nargs=argparse.REMAINDER, help="e.g. --full-refresh, --select refinement_cache"
+    )
     build.set_defaults(handler=cmd_build)
 
     sync = sub.add_parser("sync", help="the scheduled job: fetch (with TES_API_KEY), load changes, build")
-    sync.add_argument("--tes-dir", type=Path, default=Path("tes-data"), help="TES files folder (default tes-data)")
+    sync.add_argument(
+        "--tes-dir", type=Path, default=Path("tes-data"), help="TES files folder (default tes-data)"
+    )
     sync.add_argument("--configurations", type=Path, default=None, help="configurations snapshot to load")
     sync.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for the lock")
     sync.set_defaults(handler=_lazy("loaders.commands.sync", "run"))

@@ -151,7 +151,10 @@ def _explain(exc: psycopg.OperationalError, settings: DatabaseSettings) -> str:
     where = f"{settings.host}:{settings.port}"
     lower = text.lower()
     if "password authentication failed" in lower or "no password supplied" in lower:
-        return f"PostgreSQL at {where} rejected user {settings.user!r}: wrong or missing password ({settings.source})"
+        return (
+            f"PostgreSQL at {where} rejected user {settings.user!r}: "
+            f"wrong or missing password ({settings.source})"
+        )
     if "does not exist" in lower and "database" in lower:
         return (
             f"database {settings.dbname!r} does not exist on {where}; create it "
@@ -174,13 +177,9 @@ def ensure_database(settings: DatabaseSettings) -> None:
     """Create the target database when it is missing (embedded server and tests)."""
     admin = settings.with_database("postgres")
     with connect(admin, autocommit=True) as conn:
-        exists = conn.execute(
-            "select 1 from pg_database where datname = %s", (settings.dbname,)
-        ).fetchone()
+        exists = conn.execute("select 1 from pg_database where datname = %s", (settings.dbname,)).fetchone()
         if not exists:
-            conn.execute(
-                sql.SQL("create database {}").format(sql.Identifier(settings.dbname))
-            )
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(settings.dbname)))
 
 
 @contextmanager

@@ -219,14 +219,12 @@ def up() -> ServerStatus:
             ) from exc
         except subprocess.TimeoutExpired as exc:
             raise ConfigurationError(
-                f"the embedded PostgreSQL in {pgdata} did not start in time; "
-                f"server log: {_log_tail(pgdata)}"
+                f"the embedded PostgreSQL in {pgdata} did not start in time; server log: {_log_tail(pgdata)}"
             ) from exc
         started = status()
         if not started.running:
             raise ConfigurationError(
-                f"the embedded PostgreSQL in {pgdata} exited after start; "
-                f"server log: {_log_tail(pgdata)}"
+                f"the embedded PostgreSQL in {pgdata} exited after start; server log: {_log_tail(pgdata)}"
             )
         return started
 

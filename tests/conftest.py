@@ -42,7 +42,11 @@ def _answers(settings: DatabaseSettings) -> bool:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseSettings]:
     """Admin settings of a running PostgreSQL server (database `postgres`)."""
     candidate = connection.configured() or DatabaseSettings(
-        host="127.0.0.1", port=5432, user="postgres", password=None, dbname="postgres",
+        host="127.0.0.1",
+        port=5432,
+        user="postgres",
+        password=None,
+        dbname="postgres",
         source="PG variables",
     )
     if _answers(candidate):
@@ -105,7 +109,9 @@ def fresh_database(server: DatabaseSettings) -> Iterator[DatabaseSettings]:
 def _isolated_dbt_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep this session's dbt artifacts and logs out of the shared `target/`."""
     base = tmp_path_factory.mktemp("dbt")
-    saved = {k: os.environ.get(k) for k in ("DBT_TARGET_PATH", "DBT_LOG_PATH", "DBT_SEND_ANONYMOUS_USAGE_STATS")}
+    saved = {
+        k: os.environ.get(k) for k in ("DBT_TARGET_PATH", "DBT_LOG_PATH", "DBT_SEND_ANONYMOUS_USAGE_STATS")
+    }
     os.environ["DBT_TARGET_PATH"] = str(base / "target")
     os.environ["DBT_LOG_PATH"] = str(base / "logs")
     os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"

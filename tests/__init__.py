@@ -1,0 +1,1 @@
+"""pytest suites; dbt singular tests live in tests/dbt/."""
