@@ -1,0 +1,137 @@
+"""Drive this project the way an operator does: `refinery load tes`, `load configurations`,
+`refinery build` — through the same Python APIs, in-process — and read dbt's own node timings."""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loaders import connection
+from loaders import dbt as refinery_dbt
+from loaders.connection import DatabaseSettings
+from loaders.paths import project_root
+
+CACHE_NODE = "refinement_cache"
+CACHE_RELATION = "refiner.refinement_cache"
+
+
+class BenchError(RuntimeError):
+    """A step of the benchmark failed (the message names the step)."""
+
+
+@dataclass
+class DbtTiming:
+    """One dbt invocation: wall seconds, the cache node's execution_time, every node's time."""
+
+    args: list[str]
+    wall_s: float
+    nodes: dict[str, float] = field(default_factory=dict)
+    statuses: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cache_node_s(self) -> float | None:
+        for unique_id, seconds in self.nodes.items():
+            if unique_id.startswith("model.") and unique_id.rsplit(".", 1)[-1] == CACHE_NODE:
+                return seconds
+        return None
+
+    def slowest(self, count: int = 5) -> list[tuple[str, float]]:
+        return sorted(self.nodes.items(), key=lambda item: item[1], reverse=True)[:count]
+
+
+@dataclass
+class LoadTiming:
+    wall_s: float
+    bytes: int
+    records: int
+    inserted: int
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1_000_000 / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def load_tes(paths: Sequence[Path], settings: DatabaseSettings) -> LoadTiming:
+    from loaders.land.tes import load_tes as land_tes
+
+    started = time.perf_counter()
+    result = land_tes(list(paths), settings)
+    wall = time.perf_counter() - started
+    return LoadTiming(wall, result.bytes, result.records, result.inserted)
+
+
+def load_configurations(file: Path, settings: DatabaseSettings) -> LoadTiming:
+    from loaders.land.configurations import load_configurations as land_configurations
+
+    started = time.perf_counter()
+    result = land_configurations(file, settings)
+    wall = time.perf_counter() - started
+    return LoadTiming(wall, result.bytes, result.records, result.inserted)
+
+
+def dbt(args: Sequence[str], settings: DatabaseSettings) -> DbtTiming:
+    """Run dbt in-process; fail loudly (with the failing nodes) when it does not succeed."""
+    started = time.perf_counter()
+    outcome = refinery_dbt.run(list(args), settings)
+    wall = time.perf_counter() - started
+    results = refinery_dbt.run_results()
+    timing = DbtTiming(list(args), wall)
+    for item in results.get("results", []):
+        timing.nodes[item["unique_id"]] = float(item.get("execution_time") or 0.0)
+        timing.statuses[item["unique_id"]] = str(item.get("status"))
+    if outcome.exit_code != 0:
+        failed = [
+            f"{uid} ({status})"
+            for uid, status in timing.statuses.items()
+            if status in ("error", "fail", "runtime error")
+        ]
+        detail = ", ".join(failed[:8]) or str(getattr(outcome.result, "exception", "") or "")
+        raise BenchError(f"dbt {' '.join(args)} exited {outcome.exit_code}: {detail}")
+    return timing
+
+
+def build(settings: DatabaseSettings) -> DbtTiming:
+    """`refinery build`: the raw schema exists (loaders made it), then `dbt build`."""
+    return dbt(["build"], settings)
+
+
+def refresh_cache(settings: DatabaseSettings) -> DbtTiming:
+    """The cache node and what it reads (so upstream tables see the change), no tests."""
+    return dbt(["run", "--select", f"+{CACHE_NODE}"], settings)
+
+
+def cache_keys(settings: DatabaseSettings) -> set[tuple[str, str]]:
+    with connection.connect(settings) as conn:
+        rows = conn.execute(f"select snomed_code, jurisdiction_id from {CACHE_RELATION}").fetchall()
+    return {(str(s), str(j)) for s, j in rows}
+
+
+def cache_codes(settings: DatabaseSettings) -> dict[tuple[str, str], set[str]]:
+    with connection.connect(settings) as conn:
+        rows = conn.execute(
+            f"select snomed_code, jurisdiction_id, aggregated_codes from {CACHE_RELATION}"
+        ).fetchall()
+    return {(str(s), str(j)): set(codes) for s, j, codes in rows}
+
+
+def jurisdictions() -> list[tuple[str, str, str | None]]:
+    """The project's jurisdictions (its dbt seed), so the trigger design gets the same ones."""
+    path = project_root() / "seeds" / "jurisdictions.csv"
+    if not path.exists():
+        raise BenchError(f"no jurisdictions seed at {path}")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [_jurisdiction_row(row) for row in rows]
+
+
+def _jurisdiction_row(row: dict[str, Any]) -> tuple[str, str, str | None]:
+    ident = row.get("jurisdiction_id") or row.get("id") or row.get("routing_code")
+    if ident is None:
+        ident = next(iter(row.values()))
+    name = row.get("name") or row.get("jurisdiction_name") or str(ident)
+    state = row.get("state_code") or None
+    return str(ident), str(name), state
