@@ -1,0 +1,321 @@
+"""`refinery load configurations FILE`: replace `raw.configurations` with a full snapshot.
+
+Configurations are authored in the Refiner application; the file (a JSON list of objects, or a
+CSV with a header row) is a complete snapshot, so the load deletes every row and COPYs the new
+ones in the same transaction: configurations missing from the file disappear downstream.
+Every record is validated first; one bad record refuses the whole file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from loaders.errors import InvalidInputError
+from loaders.land import lock as load_lock
+from loaders.land.loads import Counts, LoadResult, Progress, Target, run_load
+from loaders.land.reader import FileInfo
+
+KIND = "configurations"
+CODE_FIELDS = ("loinc_codes", "snomed_codes", "icd10_codes", "rxnorm_codes")
+REQUIRED = ("id", "jurisdiction_id", "child_grouper_url", "child_grouper_version")
+COLUMNS = (
+    "id",
+    "jurisdiction_id",
+    "child_grouper_url",
+    "child_grouper_version",
+    "display_name_override",
+    "version",
+    *CODE_FIELDS,
+    "is_active",
+    "created_by",
+    "created_at",
+    "updated_at",
+)
+TRUE_WORDS = {"true", "t", "yes", "y", "1"}
+FALSE_WORDS = {"false", "f", "no", "n", "0"}
+
+
+@dataclass(frozen=True)
+class Configuration:
+    id: int
+    jurisdiction_id: str
+    child_grouper_url: str
+    child_grouper_version: str
+    display_name_override: str | None
+    version: int
+    loinc_codes: list[str]
+    snomed_codes: list[str]
+    icd10_codes: list[str]
+    rxnorm_codes: list[str]
+    is_active: bool
+    created_by: str | None
+    created_at: datetime | None
+    updated_at: datetime | None  # None: the load time
+
+    def row(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in COLUMNS)
+
+
+class _Bad(ValueError):
+    """A field with the wrong type or value (message names the field)."""
+
+
+# --- field parsers: JSON values are typed; CSV cells are text --------------------------------
+
+
+def _text(name: str, value: Any, *, required: bool, from_csv: bool) -> str | None:
+    if value is None or (from_csv and value == ""):
+        if required:
+            raise _Bad(f"missing {name}")
+        return None
+    if not isinstance(value, str):
+        raise _Bad(f"{name} must be a string, got {_kind(value)}")
+    if required and not value.strip():
+        raise _Bad(f"missing {name}")
+    return value
+
+
+def _integer(name: str, value: Any, *, default: int | None, from_csv: bool) -> int:
+    if value is None or (from_csv and value.strip() == ""):
+        if default is None:
+            raise _Bad(f"missing {name}")
+        return default
+    if from_csv:
+        try:
+            return int(value.strip())
+        except ValueError as exc:
+            raise _Bad(f"{name} must be an integer, got {value!r}") from exc
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"{name} must be an integer, got {_kind(value)}")
+    return value
+
+
+def _boolean(name: str, value: Any, *, from_csv: bool) -> bool:
+    if value is None or (from_csv and value.strip() == ""):
+        return False
+    if from_csv:
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise _Bad(f"{name} must be true or false, got {value!r}")
+    if not isinstance(value, bool):
+        raise _Bad(f"{name} must be true or false, got {_kind(value)}")
+    return value
+
+
+def _codes(name: str, value: Any, *, from_csv: bool) -> list[str]:
+    if value is None:
+        return []
+    if from_csv:
+        cell = value.strip()
+        if not cell:
+            return []
+        if cell.startswith("["):
+            try:
+                value = json.loads(cell)
+            except json.JSONDecodeError as exc:
+                raise _Bad(f"{name} is not a JSON array: {exc.msg}") from exc
+        else:
+            return [code.strip() for code in cell.split(";") if code.strip()]
+    if not isinstance(value, list):
+        raise _Bad(f"{name} must be a list of strings, got {_kind(value)}")
+    for position, code in enumerate(value):
+        if not isinstance(code, str) or not code.strip():
+            raise _Bad(f"{name}[{position}] must be a non-empty string, got {_kind(code)}")
+    return list(value)
+
+
+def _timestamp(name: str, value: Any, *, from_csv: bool) -> datetime | None:
+    if value is None or (from_csv and value.strip() == ""):
+        return None
+    if not isinstance(value, str):
+        raise _Bad(f"{name} must be an ISO 8601 timestamp string, got {_kind(value)}")
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise _Bad(f"{name} is not an ISO 8601 timestamp: {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise _Bad(f"{name} needs a time zone (e.g. {value.strip()}Z): {value!r}")
+    return parsed
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def parse_record(record: Any, *, from_csv: bool) -> Configuration:
+    """One configuration from a JSON object or a CSV row; raises _Bad naming the field."""
+    if not isinstance(record, dict):
+        raise _Bad(f"not an object (a JSON {type(record).__name__})")
+    unknown = sorted(set(record) - set(COLUMNS))
+    if unknown:
+        raise _Bad(f"unknown field(s) {', '.join(map(str, unknown))} (expected: {', '.join(COLUMNS)})")
+    for name, value in record.items():
+        if _holds_nul(value):
+            raise _Bad(f"{name} contains a NUL character, which PostgreSQL cannot store")
+    get = record.get
+    return Configuration(
+        id=_integer("id", get("id"), default=None, from_csv=from_csv),
+        jurisdiction_id=_text("jurisdiction_id", get("jurisdiction_id"), required=True, from_csv=from_csv),
+        child_grouper_url=_text(
+            "child_grouper_url", get("child_grouper_url"), required=True, from_csv=from_csv
+        ),
+        child_grouper_version=_text(
+            "child_grouper_version", get("child_grouper_version"), required=True, from_csv=from_csv
+        ),
+        display_name_override=_text(
+            "display_name_override", get("display_name_override"), required=False, from_csv=from_csv
+        ),
+        version=_integer("version", get("version"), default=1, from_csv=from_csv),
+        loinc_codes=_codes("loinc_codes", get("loinc_codes"), from_csv=from_csv),
+        snomed_codes=_codes("snomed_codes", get("snomed_codes"), from_csv=from_csv),
+        icd10_codes=_codes("icd10_codes", get("icd10_codes"), from_csv=from_csv),
+        rxnorm_codes=_codes("rxnorm_codes", get("rxnorm_codes"), from_csv=from_csv),
+        is_active=_boolean("is_active", get("is_active"), from_csv=from_csv),
+        created_by=_text("created_by", get("created_by"), required=False, from_csv=from_csv),
+        created_at=_timestamp("created_at", get("created_at"), from_csv=from_csv),
+        updated_at=_timestamp("updated_at", get("updated_at"), from_csv=from_csv),
+    )
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def _records(path: Path, data: bytes) -> tuple[list[Any], bool]:
+    """The raw records of a JSON or CSV snapshot, and whether they came from CSV."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        missing = [name for name in REQUIRED if name not in (reader.fieldnames or [])]
+        if missing:
+            raise InvalidInputError(f"{path}: CSV header lacks column(s) {', '.join(missing)}")
+        rows: list[Any] = []
+        for row in reader:
+            if None in row:
+                raise InvalidInputError(
+                    f"{path}: record {len(rows)} (line {reader.line_num}): more cells than header columns"
+                )
+            rows.append(row)
+        return rows, True
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from exc
+    if not isinstance(document, list):
+        raise InvalidInputError(f"{path}: expected a JSON list of configurations, got {_kind(document)}")
+    return document, False
+
+
+def read_snapshot(path: Path) -> tuple[list[Configuration], FileInfo]:
+    """Parse and validate a whole snapshot; InvalidInputError names the file, record and id."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read file: {exc.strerror or exc}") from exc
+    records, from_csv = _records(path, data)
+    configurations: list[Configuration] = []
+    first_index: dict[int, int] = {}
+    for index, record in enumerate(records):
+        try:
+            configuration = parse_record(record, from_csv=from_csv)
+        except _Bad as exc:
+            raise InvalidInputError(f"{path}: record {index}{_id_of(record)}: {exc}") from None
+        if configuration.id in first_index:
+            raise InvalidInputError(
+                f"{path}: record {index} (id {configuration.id}): duplicate id, "
+                f"also record {first_index[configuration.id]}"
+            )
+        first_index[configuration.id] = index
+        configurations.append(configuration)
+    info = FileInfo(str(path), hashlib.sha256(data).hexdigest(), len(data), len(configurations))
+    return configurations, info
+
+
+def _id_of(record: Any) -> str:
+    if isinstance(record, dict) and record.get("id") not in (None, ""):
+        return f" (id {str(record['id'])[:40]})"
+    return ""
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+def _body(path: Path) -> Callable[[psycopg.Connection, int, Progress], Counts]:
+    def body(conn: psycopg.Connection, load_id: int, progress: Progress) -> Counts:
+        configurations, info = read_snapshot(path)
+        progress.files.append(info)
+        previous_ids = {row[0] for row in conn.execute("select id from raw.configurations")}
+        conn.execute("delete from raw.configurations")
+        loaded_at = conn.execute("select now()").fetchone()[0]
+        with conn.cursor() as cur, cur.copy(
+            f"copy raw.configurations ({', '.join(COLUMNS)}, load_id) from stdin"
+        ) as copy:
+            copy.set_types(
+                ["int8", "text", "text", "text", "text", "int4", "text[]", "text[]", "text[]",
+                 "text[]", "bool", "text", "timestamptz", "timestamptz", "int8"]
+            )
+            for configuration in configurations:
+                values = configuration.row()
+                copy.write_row((*values[:-1], values[-1] or loaded_at, load_id))
+        new_ids = {configuration.id for configuration in configurations}
+        return Counts(
+            inserted=len(new_ids - previous_ids),
+            unchanged=len(new_ids & previous_ids),
+            deleted=len(previous_ids - new_ids),
+        )
+
+    return body
+
+
+def load_configurations(
+    file: Path | str,
+    target: Target,
+    *,
+    lock_timeout: float = 30.0,
+    held_lock: load_lock.DatabaseLock | None = None,
+) -> LoadResult:
+    """Replace raw.configurations with the snapshot in `file` as one load.
+
+    Counts: inserted = ids new to the table, unchanged = ids kept (their rows are rewritten),
+    deleted = ids no longer in the snapshot.
+    """
+    return run_load(
+        target, kind=KIND, body=_body(Path(file)), lock_timeout=lock_timeout, held_lock=held_lock
+    )
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from loaders import connection
+
+    settings = connection.resolve()
+    result = load_configurations(args.file, settings, lock_timeout=args.lock_timeout)
+    print(result.describe())
+    return 0
