@@ -259,7 +259,8 @@ class _Handler(BaseHTTPRequestHandler):
         links = [{"relation": "self", "url": self._link(token, search_id)}]
         next_offset = offset + search.count
         if fault is not None and fault.kind == "loop":
-            links.append({"relation": "next", "url": self._link(token, search_id)})
+            host, port = self.server.server_address[:2]
+            links.append({"relation": "next", "url": f"http://{host}:{port}{self.path}"})
         elif next_offset < len(search.results) or (fault is not None and fault.kind == "empty"):
             next_token = secrets.token_urlsafe(12)
             with state.lock:
