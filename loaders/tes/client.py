@@ -134,6 +134,9 @@ class RichReporter:
         if name == "page":
             self._progress.update(self._task, description=(
                 f"TES: page {fields.get('page')}, {fields.get('valuesets')} ValueSets"))
+        elif name == "validate":
+            self._progress.update(self._task, description=(
+                f"TES: validating {fields.get('valuesets')} ValueSets"))
         elif name in ("retry", "restart", "body_retry"):
             detail = ", ".join(f"{k}={v}" for k, v in fields.items())
             self._console.print(f"[yellow]{name}[/]: {detail}")

@@ -97,6 +97,7 @@ def fetch(out_dir: Path, settings: ClientSettings, *, dry_run: bool = False,
         with TESClient(settings, reporter) as client:
             resources = client.search_valuesets()
             stats = client.stats
+        reporter.event("validate", valuesets=len(resources))
         result = sort_valuesets(resources)
         errors: dict[tuple[str, str], int] = {}
         for record in result.invalid:

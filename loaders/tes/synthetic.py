@@ -258,15 +258,25 @@ class _Pools:
             SNOMED: int(20000 * scale), LOINC: int(9000 * scale), ICD10CM: int(7000 * scale),
             RXNORM: int(3000 * scale), CPT: int(1500 * scale), CVX: 220,
         }
-        self._cache: dict[tuple[str, int], dict[str, str]] = {}
+        self._cache: dict[str, dict[int, tuple[str, str]]] = {system: {} for system in self.size}
+
+    def pair(self, system: str, item: int) -> tuple[str, str]:
+        cache = self._cache[system]
+        found = cache.get(item)
+        if found is None:
+            found = cache[item] = (self._code(system, item), self._display(system, item))
+        return found
 
     def concept(self, system: str, item: int) -> dict[str, str]:
-        key = (system, item)
-        found = self._cache.get(key)
-        if found is None:
-            found = {"code": self._code(system, item), "display": self._display(system, item)}
-            self._cache[key] = found
-        return found
+        code, display = self.pair(system, item)
+        return {"code": code, "display": display}
+
+    def concepts(self, system: str, items: Sequence[int]) -> list[dict[str, str]]:
+        """Fresh concept dicts (callers may mutate them) for ``items`` of ``system``."""
+        cache = self._cache[system]
+        pair = self.pair
+        return [{"code": code, "display": display}
+                for code, display in (cache.get(item) or pair(system, item) for item in items)]
 
     @staticmethod
     def _code(system: str, item: int) -> str:
@@ -372,7 +382,7 @@ def _compose(pools: _Pools, content: _Content, rng: random.Random) -> dict[str, 
     include: list[dict[str, Any]] = []
     for system, items in content.items.items():
         include.append({"system": system,
-                        "concept": [dict(pools.concept(system, item)) for item in items]})
+                        "concept": pools.concepts(system, items)})
     fixed = {V3_INTERPRETATION: _INTERPRETATION, OID_DISCHARGE: _DISCHARGE,
              V3_ACTCODE: _ACTCODES, OID_STATUS: [("active", "Active")],
              V3_ACTSTATUS: [("active", "active")]}
