@@ -255,3 +255,16 @@ def test_cross_origin_next_link_is_refused(valuesets: list[dict[str, Any]], tmp_
         assert _fetch(other, tmp_path / "tes") == 5
         assert len(tes.requests) == 1
     assert "another origin" in capsys.readouterr().err
+
+
+def test_an_empty_answer_does_not_wipe_a_previous_fetch(valuesets: list[dict[str, Any]],
+                                                        tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tes"
+    with FakeTES(valuesets, page_cap=100, api_key=KEY) as tes:
+        assert _fetch(tes.base_url, out) == 0
+    before = _snapshot(out)
+    with FakeTES([], api_key=KEY) as tes:
+        assert _fetch(tes.base_url, out) == 5
+    assert "refusing to empty" in capsys.readouterr().err
+    assert _snapshot(out) == before

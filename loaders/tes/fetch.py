@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
-from loaders.errors import RefineryError
+from loaders.errors import RefineryError, UpstreamError
 from loaders.tes import classify, files
 from loaders.tes.client import (
     ClientSettings,
@@ -97,6 +97,12 @@ def fetch(out_dir: Path, settings: ClientSettings, *, dry_run: bool = False,
         with TESClient(settings, reporter) as client:
             resources = client.search_valuesets()
             stats = client.stats
+        if not resources:
+            previous = (files.read_manifest(Path(out_dir)) or {}).get("totals") or {}
+            if previous.get("record_count"):
+                raise UpstreamError(
+                    "TES returned no active ValueSets although the previous fetch had "
+                    f"{previous['record_count']}: refusing to empty {out_dir}")
         reporter.event("validate", valuesets=len(resources))
         result = sort_valuesets(resources)
         errors: dict[tuple[str, str], int] = {}
