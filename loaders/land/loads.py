@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -31,6 +32,15 @@ class Progress:
 
     files: list[FileInfo] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, in order
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - started
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class LoadResult:
     rejected: int
     deleted: int
     seconds: float
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
@@ -98,6 +109,7 @@ class LoadResult:
             "rejected": self.rejected,
             "deleted": self.deleted,
             "seconds": round(self.seconds, 3),
+            "phases": {name: round(value, 3) for name, value in self.phases.items()},
         }
 
 
@@ -177,8 +189,11 @@ def run_load(
     progress = Progress()
     try:
         try:
+            waited = time.perf_counter()
             with load_lock.hold(settings, lock_timeout, held=held_lock):
-                ensure_raw_schema(conn)
+                progress.phases["lock"] = time.perf_counter() - waited
+                with progress.phase("schema"):
+                    ensure_raw_schema(conn)
                 with conn.transaction():
                     load_id = conn.execute(
                         "insert into raw.loads (kind, status, started_at) values (%s, 'running', %s)"
@@ -201,6 +216,8 @@ def run_load(
                             load_id,
                         ),
                     )
+                    committing = time.perf_counter()
+                progress.phases["commit"] = time.perf_counter() - committing
         except RefineryError as exc:
             _record_failure(conn, settings, kind, started_at, progress, _one_line(exc))
             raise
@@ -224,6 +241,7 @@ def run_load(
         rejected=len(progress.rejected),
         deleted=counts.deleted,
         seconds=time.perf_counter() - clock,
+        phases=dict(progress.phases),
     )
 
 

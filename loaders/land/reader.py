@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import orjson
 from loaders.errors import InvalidInputError
 
 MANIFEST_NAME = "manifest.json"
+_CODE = itemgetter("code")
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,15 @@ def _contains_nul(value: Any) -> bool:
     return False
 
 
+def _codes_ok(concepts: list[Any]) -> bool:
+    """Fast path (C-level loops): every concept is an object with a non-empty string code."""
+    try:
+        codes = list(map(_CODE, concepts))
+    except (TypeError, KeyError):
+        return False
+    return set(map(type, codes)) <= {str} and "" not in codes
+
+
 def _compose_problem(compose: Any) -> str | None:
     if not isinstance(compose, dict):
         return "compose is not an object"
@@ -180,6 +191,8 @@ def _compose_problem(compose: Any) -> str | None:
             concepts = entry["concept"]
             if not isinstance(concepts, list):
                 return f"{where}.concept is not a list"
+            if _codes_ok(concepts):
+                continue
             for position, concept in enumerate(concepts):
                 if not isinstance(concept, dict):
                     return f"{where}.concept[{position}] is not an object"

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import psycopg
+from psycopg.copy import QueuedLibpqWriter
 
 from loaders.errors import InvalidInputError
 from loaders.land import lock as load_lock
@@ -28,13 +29,14 @@ create temporary table tes_incoming (
     canonical_url text not null,
     version text not null,
     resource_sha256 text not null,
-    resource text not null,
+    resource jsonb,  -- null when raw.tes_valuesets already holds this exact content
     source_file text not null,
     record_index integer not null
-) on commit drop;
--- canonical JSON text kept uncompressed: COPY stays cheap, and only new rows are parsed to jsonb
-alter table pg_temp.tes_incoming alter column resource set storage external
+) on commit drop
 """
+
+# Every content already stored: the client sends only contents not among them.
+KNOWN_CONTENTS = "select canonical_url, version, resource_sha256 from raw.tes_valuesets"
 
 # Two different contents for one (url, version) inside one load: the first two, for the message.
 FIND_CONFLICTS = """
@@ -134,15 +136,16 @@ def _copy_field(value: str) -> bytes:
     ).encode()
 
 
-def _copy_line(ordinal: int, row: ValueSetRow, source: bytes) -> bytes:
+def _copy_line(ordinal: int, row: ValueSetRow, source: bytes, *, send_resource: bool = True) -> bytes:
     # Canonical JSON holds no raw newline, CR or tab (JSON escapes them): only backslashes double.
+    resource = row.data.replace(b"\\", b"\\\\") if send_resource else b"\\N"
     return b"\t".join(
         (
             str(ordinal).encode(),
             _copy_field(row.canonical_url),
             _copy_field(row.version),
             row.sha256.encode(),
-            row.data.replace(b"\\", b"\\\\"),
+            resource,
             source,
             str(row.index).encode(),
         )
@@ -152,12 +155,19 @@ def _copy_line(ordinal: int, row: ValueSetRow, source: bytes) -> bytes:
 def _stream(
     conn: psycopg.Connection, files: list[Path], skip_invalid: bool, progress: Progress
 ) -> None:
-    """COPY every valid record of every file into pg_temp.tes_incoming, one file at a time."""
+    """COPY every valid record of every file into pg_temp.tes_incoming, one file at a time.
+
+    A content already stored is sent without its resource (re-runs cost the server almost
+    nothing); new contents are parsed to jsonb by the server while this process reads on, since a
+    background thread feeds the COPY.
+    """
+    known = {tuple(row) for row in conn.execute(KNOWN_CONTENTS)}
     ordinal = 0
     with conn.cursor() as cur, cur.copy(
         "copy pg_temp.tes_incoming"
         " (ord, canonical_url, version, resource_sha256, resource, source_file, record_index)"
-        " from stdin"
+        " from stdin",
+        writer=QueuedLibpqWriter(cur),
     ) as copy:
         for path in files:
             try:
@@ -171,7 +181,8 @@ def _stream(
             for item in document.items():
                 if isinstance(item, ValueSetRow):
                     ordinal += 1
-                    copy.write(_copy_line(ordinal, item, source))
+                    new = (item.canonical_url, item.version, item.sha256) not in known
+                    copy.write(_copy_line(ordinal, item, source, send_resource=new))
                 elif skip_invalid:
                     progress.rejected.append(item)
                 else:
@@ -204,7 +215,7 @@ def _reject_conflicts(conn: psycopg.Connection, skip_invalid: bool, progress: Pr
         where incoming.canonical_url = conflicts.canonical_url
             and incoming.version = conflicts.version
         returning incoming.source_file, incoming.record_index, incoming.canonical_url,
-            incoming.version, incoming.resource
+            incoming.version, incoming.resource::text
         """
     ).fetchall()
     for source, index, url, version, text in sorted(conflicting, key=lambda row: (row[0], row[1])):
@@ -238,15 +249,18 @@ def _body(paths: list[Path | str], skip_invalid: bool):
             raise InvalidInputError("nothing to load: no TES files among the given paths")
         _tune_session(conn)
         conn.execute(CREATE_INCOMING)
-        _stream(conn, files, skip_invalid, progress)
-        _reject_conflicts(conn, skip_invalid, progress)
-        write_rejections(conn, load_id, KIND, progress.rejected)
-        conn.execute(CLASSIFY)
-        unchanged = conn.execute(
-            "select count(*) from pg_temp.tes_actions where action = 'unchanged'"
-        ).fetchone()[0]
-        revived = conn.execute(REVIVE, {"load_id": load_id}).rowcount
-        inserted = conn.execute(INSERT_NEW, {"load_id": load_id}).rowcount
+        with progress.phase("read_and_copy"):
+            _stream(conn, files, skip_invalid, progress)
+        with progress.phase("classify"):
+            _reject_conflicts(conn, skip_invalid, progress)
+            write_rejections(conn, load_id, KIND, progress.rejected)
+            conn.execute(CLASSIFY)
+            unchanged = conn.execute(
+                "select count(*) from pg_temp.tes_actions where action = 'unchanged'"
+            ).fetchone()[0]
+        with progress.phase("write"):
+            revived = conn.execute(REVIVE, {"load_id": load_id}).rowcount
+            inserted = conn.execute(INSERT_NEW, {"load_id": load_id}).rowcount
         return Counts(inserted=inserted, revived=revived, unchanged=unchanged)
 
     return body
