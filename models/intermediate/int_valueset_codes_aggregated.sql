@@ -1,0 +1,42 @@
+{{ config(
+    pre_hook=['{{ tune_session() }}'],
+    materialized='table',
+    post_hook=['{{ analyze_relation() }}'],
+    indexes=[{'columns': ['valueset_id'], 'unique': true}],
+) }}
+{#- The codes each current ValueSet lists itself (RS and additional context groupers). -#}
+with
+
+concepts as (
+
+    select
+        valueset_id,
+        system_key,
+        code
+    from {{ ref('int_grouper_concepts_keyed') }}
+
+),
+
+per_valueset as (
+
+    {{ aggregate_codes('concepts', ['valueset_id']) }}
+
+),
+
+all_codes as (
+
+    {{ aggregate_all_codes('concepts', ['valueset_id']) }}
+
+)
+
+select
+    per_valueset.valueset_id,
+    {%- for short_name in array_code_systems() %}
+    per_valueset.{{ short_name }}_codes,
+    {%- endfor %}
+    all_codes.all_codes,
+    per_valueset.codes_by_system,
+    {{ sha256_text('per_valueset.codes_by_system::text') }} as content_sha256
+from per_valueset
+inner join all_codes
+    on per_valueset.valueset_id = all_codes.valueset_id

@@ -1,0 +1,83 @@
+{#-
+    The Refiner's configurations, one row per configuration, added codes cleaned (trimmed,
+    blanks and duplicates dropped, sorted) and a hash of everything the cache row depends on.
+-#}
+with
+
+source as (
+
+    select
+        id,
+        jurisdiction_id,
+        child_grouper_url,
+        child_grouper_version,
+        display_name_override,
+        version,
+        loinc_codes,
+        snomed_codes,
+        icd10_codes,
+        rxnorm_codes,
+        is_active,
+        created_by,
+        created_at,
+        updated_at
+    from {{ source('refiner', 'configurations') }}
+
+),
+
+renamed as (
+
+    select
+        cast(id as bigint) as configuration_id,
+        cast(trim(jurisdiction_id) as text) as jurisdiction_id,
+        cast(child_grouper_url as text) as child_grouper_url,
+        cast(child_grouper_version as text) as child_grouper_version,
+        cast(display_name_override as text) as display_name_override,
+        cast(version as integer) as configuration_version,
+        {{ clean_code_array('loinc_codes') }} as added_loinc_codes,
+        {{ clean_code_array('snomed_codes') }} as added_snomed_codes,
+        {{ clean_code_array('icd10_codes') }} as added_icd10_codes,
+        {{ clean_code_array('rxnorm_codes') }} as added_rxnorm_codes,
+        coalesce(is_active, false) as is_active,
+        cast(created_by as text) as created_by,
+        cast(created_at as timestamptz) as created_at,
+        cast(updated_at as timestamptz) as updated_at
+    from source
+
+),
+
+fingerprinted as (
+
+    select
+        *,
+        jsonb_build_array(
+            configuration_id,
+            jurisdiction_id,
+            child_grouper_url,
+            child_grouper_version,
+            added_loinc_codes,
+            added_snomed_codes,
+            added_icd10_codes,
+            added_rxnorm_codes
+        )::text as cache_inputs_text
+    from renamed
+
+)
+
+select
+    configuration_id,
+    jurisdiction_id,
+    child_grouper_url,
+    child_grouper_version,
+    display_name_override,
+    configuration_version,
+    added_loinc_codes,
+    added_snomed_codes,
+    added_icd10_codes,
+    added_rxnorm_codes,
+    is_active,
+    created_by,
+    created_at,
+    updated_at,
+    {{ sha256_text('cache_inputs_text') }} as configuration_sha256
+from fingerprinted

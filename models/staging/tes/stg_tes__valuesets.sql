@@ -1,0 +1,107 @@
+{#-
+    The current content of every TES ValueSet, classified like the fetch step does.
+    Latest load wins: per (canonical_url, version) the row with the highest last_seen_load_id
+    (ties, which the loader never produces, by the highest valueset_id). Triggering value sets
+    are dropped here: nothing downstream uses them.
+-#}
+with
+
+source as (
+
+    select
+        valueset_id,
+        canonical_url,
+        version,
+        resource,
+        resource_sha256,
+        source_file,
+        load_id,
+        last_seen_load_id,
+        loaded_at
+    from {{ source('tes', 'tes_valuesets') }}
+
+),
+
+current_content as (
+
+    select distinct on (canonical_url, version)
+        valueset_id,
+        canonical_url,
+        version,
+        resource,
+        resource_sha256,
+        source_file,
+        load_id,
+        last_seen_load_id,
+        loaded_at
+    from source
+    order by canonical_url asc, version asc, last_seen_load_id desc, valueset_id desc
+
+),
+
+classified as (
+
+    select
+        current_content.*,
+        coalesce(current_content.resource -> 'meta' -> 'profile', '[]'::jsonb)::text as profiles_text,
+        (
+            select focus_coding ->> 'code'
+            from jsonb_array_elements(
+                case
+                    when jsonb_typeof(current_content.resource -> 'useContext') = 'array'
+                        then current_content.resource -> 'useContext'
+                    else '[]'::jsonb
+                end
+            ) as use_context (context_item)
+            cross join lateral jsonb_array_elements(
+                case
+                    when jsonb_typeof(use_context.context_item -> 'valueCodeableConcept' -> 'coding') = 'array'
+                        then use_context.context_item -> 'valueCodeableConcept' -> 'coding'
+                    else '[]'::jsonb
+                end
+            ) as codings (focus_coding)
+            where
+                use_context.context_item -> 'code' ->> 'code' = 'focus'
+                and codings.focus_coding ->> 'system' = 'http://snomed.info/sct'
+            limit 1
+        ) as focus_snomed_code,
+        nullif(substring(current_content.canonical_url from 'rs-grouper-([^/|]+)$'), '') as url_snomed_code
+    from current_content
+
+),
+
+renamed as (
+
+    select
+        valueset_id,
+        canonical_url,
+        version,
+        case
+            when profiles_text like '%vsm-reportingspecificationgroupervalueset%'
+                then 'reporting_spec_grouper'
+            when profiles_text like '%vsm-conditiongroupervalueset%'
+                then 'condition_grouper'
+            else 'additional_context_grouper'
+        end as grouper_type,
+        resource ->> 'id' as resource_id,
+        resource ->> 'name' as valueset_name,
+        coalesce(nullif(resource ->> 'title', ''), resource ->> 'name', canonical_url) as display_name,
+        resource ->> 'status' as valueset_status,
+        focus_snomed_code,
+        url_snomed_code,
+        case
+            when profiles_text like '%vsm-reportingspecificationgroupervalueset%'
+                then coalesce(focus_snomed_code, url_snomed_code)
+        end as snomed_code,
+        resource,
+        resource_sha256,
+        source_file,
+        load_id as first_load_id,
+        last_seen_load_id as load_id,
+        loaded_at
+    from classified
+    where profiles_text not like '%us-ph-triggering-valueset%'
+
+)
+
+select * from renamed
