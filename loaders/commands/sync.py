@@ -183,7 +183,7 @@ def _build(settings: DatabaseSettings, options: SyncOptions, fields: dict[str, A
 
     with connection.connect(settings) as conn:
         ensure_raw_schema(conn)
-    outcome = dbt.run([*options.build_args, "--quiet"], settings)
+    outcome = dbt.run([*options.build_args, "--quiet", "--log-format", "json"], settings)
     statuses: dict[str, int] = {}
     failed: list[str] = []
     for item in getattr(getattr(outcome.result, "result", None), "results", None) or []:
