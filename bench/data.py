@@ -98,3 +98,26 @@ def write_json(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
+
+
+def republish(tes_dir: Path, children: list[tuple[str, str]], count: int, *, seed: int,
+              out_file: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """`count` of the given RS groupers re-published under the same url|version with one more
+    LOINC code each (TES corrections do this): written in the fetch format to `out_file`."""
+    from bench.tes_files import LOINC, read_valuesets
+
+    rng = random.Random(seed)
+    chosen = set(rng.sample(sorted(set(children)), min(count, len(set(children)))))
+    changed: list[dict[str, Any]] = []
+    for valueset in read_valuesets([tes_dir]):
+        if (valueset.get("url"), valueset.get("version")) not in chosen:
+            continue
+        valueset = copy.deepcopy(valueset)
+        include = valueset.setdefault("compose", {}).setdefault("include", [])
+        include.append({"system": LOINC, "concept": [
+            {"code": f"{98000 + len(changed)}-1", "display": "Re-published addition"}]})
+        changed.append(valueset)
+    version = changed[0]["version"] if changed else "none"
+    write_json(out_file, {"metadata": {"category": f"reporting_spec_grouper_{version}"},
+                          "valuesets": changed})
+    return out_file, changed

@@ -76,7 +76,7 @@ def load_configurations(file: Path, settings: DatabaseSettings) -> LoadTiming:
 def dbt(args: Sequence[str], settings: DatabaseSettings) -> DbtTiming:
     """Run dbt in-process; fail loudly (with the failing nodes) when it does not succeed."""
     started = time.perf_counter()
-    outcome = refinery_dbt.run(list(args), settings)
+    outcome = refinery_dbt.run(["--quiet", *args], settings)
     wall = time.perf_counter() - started
     results = refinery_dbt.run_results()
     timing = DbtTiming(list(args), wall)

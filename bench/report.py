@@ -87,6 +87,7 @@ def _rows(m: dict[str, float]) -> list[tuple[str, float | None, float | None]]:
         ("no-op: refinement_cache node", m["trigger.noop_s"], m["project.noop_node_s"]),
         ("one configuration edited: node", m["trigger.edit_one_s"], m["project.edit_one_node_s"]),
         ("1% of configurations edited: node", m["trigger.edit_1pct_s"], m["project.edit_1pct_node_s"]),
+        ("1% of RS groupers re-published: node", m["trigger.republish_s"], m["project.republish_node_s"]),
         ("new TES release: node", m["trigger.new_release_s"], m["project.new_release_node_s"]),
         ("new TES release: load (project)", None, m["project.new_release_load_s"]),
     ]

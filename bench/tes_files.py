@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
 # The four code systems the original kept (column name -> system url).
 ORIGINAL_SYSTEMS = {
-    "loinc_codes": "http://loinc.org",
+    "loinc_codes": LOINC,
     "snomed_codes": SNOMED,
     "icd10_codes": "http://hl7.org/fhir/sid/icd-10-cm",
     "rxnorm_codes": "http://www.nlm.nih.gov/research/umls/rxnorm",

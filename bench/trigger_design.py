@@ -37,6 +37,12 @@ _INSERT_REFERENCE = (
     "insert into tes_condition_grouper_references (parent_grouper_url, parent_grouper_version, "
     "child_grouper_url, child_grouper_version) values (%s, %s, %s, %s)"
 )
+_UPDATE_RS = (
+    "update tes_reporting_spec_groupers set loinc_codes = %(loinc_codes)s, "
+    "snomed_codes = %(snomed_codes)s, icd10_codes = %(icd10_codes)s, "
+    "rxnorm_codes = %(rxnorm_codes)s, updated_at = now() "
+    "where canonical_url = %(canonical_url)s and version = %(version)s"
+)
 _CONFIG_COLUMNS = (
     "id", "jurisdiction_id", "child_grouper_url", "child_grouper_version", "display_name_override",
     "version", "loinc_codes", "snomed_codes", "icd10_codes", "rxnorm_codes", "is_active",
@@ -214,6 +220,18 @@ def update_configurations(conn: psycopg.Connection, changed: Sequence[dict[str, 
     with conn.cursor() as cur:
         for row in rows:
             cur.execute(_UPDATE_CONFIGURATION, row)
+    conn.commit()
+    return time.perf_counter() - started
+
+
+def republish_groupers(conn: psycopg.Connection, groupers: Sequence[Grouper]) -> float:
+    """Seconds to apply re-published RS grouper content as UPDATEs, one per grouper: each fires
+    the parent re-aggregation, which fires the cache upsert of every configuration below it."""
+    rows = [_grouper_record(g) for g in groupers]
+    started = time.perf_counter()
+    with conn.cursor() as cur:
+        for row in rows:
+            cur.execute(_UPDATE_RS, row)
     conn.commit()
     return time.perf_counter() - started
 
