@@ -1,0 +1,1 @@
+"""Subcommands that orchestrate several steps (demo, sync, docs, report)."""
