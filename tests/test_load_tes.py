@@ -466,7 +466,7 @@ def test_connection_killed_mid_copy_writes_nothing_and_next_load_succeeds(
                 admin.execute(
                     "select pg_terminate_backend(pid) from pg_stat_activity"
                     " where datname = current_database() and pid <> pg_backend_pid()"
-                    " and query like 'copy pg_temp.tes_incoming%%' and state = 'active'"
+                    " and query like 'copy raw.tes_valuesets%%' and state = 'active'"
                 ).fetchall()
             )
             time.sleep(0.02)

@@ -1,16 +1,22 @@
 """`refinery load tes`: land TES ValueSet files in `raw.tes_valuesets`, all or nothing.
 
-Files are read one at a time (`loaders.land.reader`), every record is validated and hashed from
-the parsed dict, and its canonical JSON is streamed with COPY into a temporary table. Set-based
-SQL then decides per (canonical_url, version): same content as the current row → unchanged; a
-content seen before but superseded since (a revert) → its `last_seen_load_id` moves to this load;
-otherwise a new row. See `schema.sql` for the contract with dbt.
+Files are read one at a time (`loaders.land.reader`); every record is validated and hashed from
+the parsed dict. Under the load lock the set of contents already stored is known, so the loader
+decides per record while streaming: a content not stored yet is COPYed straight into
+`raw.tes_valuesets` (the server parses its jsonb while this process reads on); every record's key
+goes to a small temporary table, from which set-based SQL decides the rest per (canonical_url,
+version): same content as the current row → unchanged; a content seen before but superseded since
+(a revert) → its `last_seen_load_id` moves to this load. It all happens in the load's one
+transaction (`loads.run_load`), so a failure anywhere leaves nothing behind. See `schema.sql`
+for the contract with dbt.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -23,109 +29,85 @@ from loaders.land.reader import FileRejected, Rejection, TesFile, ValueSetRow, e
 
 KIND = "tes"
 
-CREATE_INCOMING = """
+# Every content already stored (read under the lock, so it cannot change during the load).
+KNOWN_CONTENTS = "select canonical_url, version, resource_sha256 from raw.tes_valuesets"
+
+COPY_NEW = (
+    "copy raw.tes_valuesets (canonical_url, version, resource, resource_sha256, source_file,"
+    " load_id, last_seen_load_id, loaded_at) from stdin"
+)
+
+CREATE_KEYS = """
 create temporary table tes_incoming (
-    ord bigint not null,
     canonical_url text not null,
     version text not null,
-    resource_sha256 text not null,
-    resource jsonb,  -- null when raw.tes_valuesets already holds this exact content
-    source_file text not null,
-    record_index integer not null
+    resource_sha256 text not null
 ) on commit drop
 """
 
-# Every content already stored: the client sends only contents not among them.
-KNOWN_CONTENTS = "select canonical_url, version, resource_sha256 from raw.tes_valuesets"
-
-# Two different contents for one (url, version) inside one load: the first two, for the message.
-FIND_CONFLICTS = """
-with contents as (
-    select distinct on (canonical_url, version, resource_sha256)
-        canonical_url, version, resource_sha256, source_file, record_index, ord
+# One action per distinct content received. Contents inserted by this load are 'insert'; for the
+# others (conflicting keys are never here, so no row of this load shares their url|version):
+# the current row ('unchanged') or an older one ('revert').
+CLASSIFY = """
+with incoming as (
+    select distinct canonical_url, version, resource_sha256
     from pg_temp.tes_incoming
-    order by canonical_url, version, resource_sha256, ord
 ),
 
-ranked as (
-    select
-        contents.*,
-        row_number() over (partition by canonical_url, version order by ord) as position,
-        count(*) over (partition by canonical_url, version) as contents_count
-    from contents
-)
-
-select canonical_url, version, source_file, record_index, position
-from ranked
-where contents_count > 1
-order by canonical_url, version, position
-"""
-
-# One action per (url, version) received: the received content is the current row ('unchanged'),
-# an older row ('revert': move its last_seen_load_id here) or new ('insert').
-CLASSIFY = """
-create temporary table tes_actions on commit drop as
-with incoming as (
-    select distinct on (canonical_url, version)
-        ord, canonical_url, version, resource_sha256
-    from pg_temp.tes_incoming
-    order by canonical_url, version, ord
+matched as (
+    select stored.canonical_url, stored.version, stored.valueset_id, stored.load_id
+    from incoming
+    inner join raw.tes_valuesets as stored
+        on incoming.canonical_url = stored.canonical_url
+        and incoming.version = stored.version
+        and incoming.resource_sha256 = stored.resource_sha256
 ),
 
 current_rows as (
     select distinct on (stored.canonical_url, stored.version)
-        stored.canonical_url, stored.version, stored.resource_sha256
+        stored.canonical_url, stored.version, stored.valueset_id
     from raw.tes_valuesets as stored
     inner join incoming
         on stored.canonical_url = incoming.canonical_url and stored.version = incoming.version
+    where stored.load_id <> %(load_id)s
     order by stored.canonical_url, stored.version, stored.last_seen_load_id desc,
         stored.valueset_id desc
+),
+
+actions as (
+    select
+        matched.valueset_id,
+        case
+            when matched.load_id = %(load_id)s then 'insert'
+            when matched.valueset_id = current_rows.valueset_id then 'unchanged'
+            else 'revert'
+        end as action
+    from matched
+    left join current_rows
+        on matched.canonical_url = current_rows.canonical_url
+        and matched.version = current_rows.version
+),
+
+revived as (
+    update raw.tes_valuesets as stored
+    set last_seen_load_id = %(load_id)s
+    from actions
+    where actions.action = 'revert' and stored.valueset_id = actions.valueset_id
+    returning stored.valueset_id
 )
 
 select
-    incoming.ord,
-    known.valueset_id,
-    case
-        when current_rows.resource_sha256 = incoming.resource_sha256 then 'unchanged'
-        when known.valueset_id is not null then 'revert'
-        else 'insert'
-    end as action
-from incoming
-left join current_rows
-    on incoming.canonical_url = current_rows.canonical_url
-    and incoming.version = current_rows.version
-left join raw.tes_valuesets as known
-    on incoming.canonical_url = known.canonical_url
-    and incoming.version = known.version
-    and incoming.resource_sha256 = known.resource_sha256
+    (select count(*) from actions where action = 'insert') as inserted,
+    (select count(*) from revived) as revived,
+    (select count(*) from actions where action = 'unchanged') as unchanged
 """
 
-REVIVE = """
-update raw.tes_valuesets as stored
-set last_seen_load_id = %(load_id)s
-from pg_temp.tes_actions as actions
-where actions.action = 'revert' and stored.valueset_id = actions.valueset_id
-"""
-
-INSERT_NEW = """
-insert into raw.tes_valuesets (
-    canonical_url, version, resource, resource_sha256, source_file, load_id,
-    last_seen_load_id, loaded_at
-)
-select
-    incoming.canonical_url,
-    incoming.version,
-    incoming.resource::jsonb,
-    incoming.resource_sha256,
-    incoming.source_file,
-    %(load_id)s,
-    %(load_id)s,
-    now()
-from pg_temp.tes_actions as actions
-inner join pg_temp.tes_incoming as incoming on actions.ord = incoming.ord
-where actions.action = 'insert'
-order by incoming.canonical_url, incoming.version
-on conflict (canonical_url, version, resource_sha256) do nothing
+DELETE_CONFLICTING = """
+delete from raw.tes_valuesets as stored
+using unnest(%(urls)s::text [], %(versions)s::text []) as conflict (canonical_url, version)
+where stored.load_id = %(load_id)s
+    and stored.canonical_url = conflict.canonical_url
+    and stored.version = conflict.version
 """
 
 
@@ -136,39 +118,48 @@ def _copy_field(value: str) -> bytes:
     ).encode()
 
 
-def _copy_line(ordinal: int, row: ValueSetRow, source: bytes, *, send_resource: bool = True) -> bytes:
-    # Canonical JSON holds no raw newline, CR or tab (JSON escapes them): only backslashes double.
-    resource = row.data.replace(b"\\", b"\\\\") if send_resource else b"\\N"
-    return b"\t".join(
-        (
-            str(ordinal).encode(),
-            _copy_field(row.canonical_url),
-            _copy_field(row.version),
-            row.sha256.encode(),
-            resource,
-            source,
-            str(row.index).encode(),
-        )
-    ) + b"\n"
+@dataclass
+class _Seen:
+    """Where a (url, version) first appeared in this load, and with which content."""
+
+    sha256: str
+    source: str
+    index: int
+
+
+@dataclass
+class _Stream:
+    """What streaming found: record keys, contents sent, and (url, version) keys in conflict."""
+
+    keys: list[tuple[str, str, str, str, int]] = field(default_factory=list)  # url, version, sha, file, index
+    sent: int = 0
+    conflicts: dict[tuple[str, str], _Seen] = field(default_factory=dict)
+
+
+def _conflict(row: ValueSetRow, source: str, first: _Seen) -> Rejection:
+    return Rejection(
+        source,
+        row.index,
+        f"{row.canonical_url}|{row.version}",
+        f"a different content for the same url|version is in {first.source} record {first.index}; "
+        "one load may hold only one content per url|version",
+    )
 
 
 def _stream(
-    conn: psycopg.Connection, files: list[Path], skip_invalid: bool, progress: Progress
-) -> None:
-    """COPY every valid record of every file into pg_temp.tes_incoming, one file at a time.
-
-    A content already stored is sent without its resource (re-runs cost the server almost
-    nothing); new contents are parsed to jsonb by the server while this process reads on, since a
-    background thread feeds the COPY.
-    """
+    conn: psycopg.Connection,
+    load_id: int,
+    files: list[Path],
+    skip_invalid: bool,
+    progress: Progress,
+) -> _Stream:
+    """Read every file once; COPY contents not stored yet into raw.tes_valuesets."""
     known = {tuple(row) for row in conn.execute(KNOWN_CONTENTS)}
-    ordinal = 0
-    with conn.cursor() as cur, cur.copy(
-        "copy pg_temp.tes_incoming"
-        " (ord, canonical_url, version, resource_sha256, resource, source_file, record_index)"
-        " from stdin",
-        writer=QueuedLibpqWriter(cur),
-    ) as copy:
+    loaded_at: datetime = conn.execute("select now()").fetchone()[0]
+    tail = b"\t".join((str(load_id).encode(), str(load_id).encode(), loaded_at.isoformat().encode()))
+    found = _Stream()
+    first: dict[tuple[str, str], _Seen] = {}
+    with conn.cursor() as cur, cur.copy(COPY_NEW, writer=QueuedLibpqWriter(cur)) as copy:
         for path in files:
             try:
                 document = TesFile(path)
@@ -177,69 +168,78 @@ def _stream(
                     raise exc.rejection.error() from exc
                 progress.rejected.append(exc.rejection)
                 continue
-            source = _copy_field(document.source)
+            source = document.source
+            source_field = _copy_field(source)
             for item in document.items():
-                if isinstance(item, ValueSetRow):
-                    ordinal += 1
-                    new = (item.canonical_url, item.version, item.sha256) not in known
-                    copy.write(_copy_line(ordinal, item, source, send_resource=new))
-                elif skip_invalid:
+                if not isinstance(item, ValueSetRow):
+                    if not skip_invalid:
+                        raise item.error()
                     progress.rejected.append(item)
-                else:
-                    raise item.error()
+                    continue
+                key = (item.canonical_url, item.version)
+                seen = first.get(key)
+                if seen is None:
+                    first[key] = _Seen(item.sha256, source, item.index)
+                elif seen.sha256 != item.sha256:
+                    if not skip_invalid:
+                        raise _conflict(item, source, seen).error()
+                    found.conflicts[key] = seen
+                found.keys.append((item.canonical_url, item.version, item.sha256, source, item.index))
+                content = (item.canonical_url, item.version, item.sha256)
+                if content in known:
+                    continue
+                known.add(content)  # the same content twice in one load is sent once
+                found.sent += 1
+                # canonical JSON holds no raw newline, CR or tab: only backslashes double
+                copy.write(
+                    b"\t".join(
+                        (
+                            _copy_field(item.canonical_url),
+                            _copy_field(item.version),
+                            item.data.replace(b"\\", b"\\\\"),
+                            item.sha256.encode(),
+                            source_field,
+                            tail,
+                        )
+                    )
+                    + b"\n"
+                )
             progress.files.append(document.info)
+    return found
 
 
-def _reject_conflicts(conn: psycopg.Connection, skip_invalid: bool, progress: Progress) -> None:
-    """Two contents for one (url, version) in one load: refuse, or reject every such record."""
-    rows = conn.execute(FIND_CONFLICTS).fetchall()
-    if not rows:
-        return
-    if not skip_invalid:
-        url, version, source, index, _ = rows[0]
-        other = rows[1]
-        raise Rejection(
-            source,
-            index,
-            f"{url}|{version}",
-            f"a different content for the same url|version is in {other[2]} record {other[3]}; "
-            "one load may hold only one content per url|version",
-        ).error()
-    conflicting = conn.execute(
-        """
-        delete from pg_temp.tes_incoming as incoming
-        using (
-            select canonical_url, version from pg_temp.tes_incoming
-            group by canonical_url, version having count(distinct resource_sha256) > 1
-        ) as conflicts
-        where incoming.canonical_url = conflicts.canonical_url
-            and incoming.version = conflicts.version
-        returning incoming.source_file, incoming.record_index, incoming.canonical_url,
-            incoming.version, incoming.resource::text
-        """
-    ).fetchall()
-    for source, index, url, version, text in sorted(conflicting, key=lambda row: (row[0], row[1])):
-        progress.rejected.append(
-            Rejection(
-                source, index, f"{url}|{version}",
-                "another content for the same url|version is in this load", text,
+def _reject_conflicts(
+    conn: psycopg.Connection, load_id: int, found: _Stream, progress: Progress
+) -> list[tuple[str, str, str]]:
+    """--skip-invalid: reject every record of a conflicting url|version and undo its insert."""
+    if not found.conflicts:
+        return [(url, version, sha) for url, version, sha, _, _ in found.keys]
+    keep: list[tuple[str, str, str]] = []
+    for url, version, sha, source, index in found.keys:
+        if (url, version) in found.conflicts:
+            progress.rejected.append(
+                Rejection(
+                    source, index, f"{url}|{version}",
+                    "another content for the same url|version is in this load",
+                )
             )
-        )
+        else:
+            keep.append((url, version, sha))
+    urls, versions = zip(*found.conflicts, strict=True)
+    conn.execute(DELETE_CONFLICTING, {"urls": list(urls), "versions": list(versions), "load_id": load_id})
+    return keep
 
 
 def _tune_session(conn: psycopg.Connection) -> None:
-    """Transaction-local settings that make landing large JSON much faster, when available.
+    """lz4 TOAST compression for the new rows, several times faster than the default pglz.
 
-    lz4 TOAST compression is several times faster than the default pglz (PostgreSQL >= 14 built
-    with lz4); a larger temp_buffers keeps the temporary table in memory (only settable before
-    the session's first temporary table).
+    Transaction-local; skipped when the server lacks it (PostgreSQL < 14 or built without lz4).
     """
-    for setting, value in (("default_toast_compression", "lz4"), ("temp_buffers", "256MB")):
-        try:
-            with conn.transaction():
-                conn.execute("select set_config(%s, %s, true)", (setting, value))
-        except psycopg.Error:
-            pass
+    try:
+        with conn.transaction():
+            conn.execute("select set_config('default_toast_compression', 'lz4', true)")
+    except psycopg.Error:
+        pass
 
 
 def _body(paths: list[Path | str], skip_invalid: bool):
@@ -248,19 +248,18 @@ def _body(paths: list[Path | str], skip_invalid: bool):
         if not files:
             raise InvalidInputError("nothing to load: no TES files among the given paths")
         _tune_session(conn)
-        conn.execute(CREATE_INCOMING)
         with progress.phase("read_and_copy"):
-            _stream(conn, files, skip_invalid, progress)
+            found = _stream(conn, load_id, files, skip_invalid, progress)
         with progress.phase("classify"):
-            _reject_conflicts(conn, skip_invalid, progress)
+            keys = _reject_conflicts(conn, load_id, found, progress)
             write_rejections(conn, load_id, KIND, progress.rejected)
-            conn.execute(CLASSIFY)
-            unchanged = conn.execute(
-                "select count(*) from pg_temp.tes_actions where action = 'unchanged'"
-            ).fetchone()[0]
-        with progress.phase("write"):
-            revived = conn.execute(REVIVE, {"load_id": load_id}).rowcount
-            inserted = conn.execute(INSERT_NEW, {"load_id": load_id}).rowcount
+            conn.execute(CREATE_KEYS)
+            with conn.cursor() as cur, cur.copy(
+                "copy pg_temp.tes_incoming (canonical_url, version, resource_sha256) from stdin"
+            ) as copy:
+                for key in keys:
+                    copy.write_row(key)
+            inserted, revived, unchanged = conn.execute(CLASSIFY, {"load_id": load_id}).fetchone()
         return Counts(inserted=inserted, revived=revived, unchanged=unchanged)
 
     return body
