@@ -252,6 +252,10 @@ def test_bad_record_refuses_the_load_and_writes_nothing(
             "truncated JSON",
         ),
         ("", "truncated JSON"),
+        (
+            '[{"resourceType": "ValueSet", "url": "https://tes.example.org/fhir/ValueSet/x", "title": "cut',
+            "truncated",
+        ),
         ("{not json}", "invalid JSON"),
         ('{"hello": "world"}', "not TES data"),
         ('{"valuesets": {"a": 1}}', "not TES data"),

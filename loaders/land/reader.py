@@ -310,7 +310,8 @@ class TesFile:
         try:
             document = _parse(data, spy)
         except json.JSONDecodeError as exc:
-            what = "truncated JSON" if exc.pos >= len(data.rstrip()) else "invalid JSON"
+            truncated = exc.pos >= len(data.rstrip()) or exc.msg.startswith("Unterminated string")
+            what = "truncated JSON" if truncated else "invalid JSON"
             reason = f"{what} at line {exc.lineno} column {exc.colno}: {exc.msg}"
             raise FileRejected(Rejection(self.source, None, None, reason)) from exc
         except (UnicodeDecodeError, ValueError) as exc:

@@ -36,6 +36,7 @@ class Measurement:
     server_cpu_s: float | None
     inserted: int
     unchanged: int
+    phases: dict[str, float]
 
     @property
     def mb_per_s_wall(self) -> float:
@@ -57,6 +58,7 @@ class Measurement:
             "mb_per_cpu_s": round(self.mb_per_cpu_s, 1),
             "inserted": self.inserted,
             "unchanged": self.unchanged,
+            "phases": {name: round(value, 3) for name, value in self.phases.items()},
         }
 
 
@@ -82,7 +84,14 @@ def measure(paths: Sequence[Path], settings: DatabaseSettings, label: str) -> Me
         server_after = _backend_cpu(pid)
     server = None if server_before is None or server_after is None else server_after - server_before
     return Measurement(
-        label, result.bytes / 1_000_000, wall, client, server, result.inserted, result.unchanged
+        label,
+        result.bytes / 1_000_000,
+        wall,
+        client,
+        server,
+        result.inserted,
+        result.unchanged,
+        result.phases,
     )
 
 
