@@ -142,6 +142,8 @@ BAD = {
     ),
     "is_active as text": ([config(1, is_active="yes")], "is_active must be true or false"),
     "bad timestamp": ([config(1, created_at="yesterday")], "created_at is not an ISO 8601 timestamp"),
+    "id too large": ([config(2**63)], "does not fit in a 64-bit integer"),
+    "version too large": ([config(1, version=2**31)], "version 2147483648 does not fit in a 32-bit integer"),
     "unknown field": ([config(1, colour="red")], "unknown field(s) colour"),
     "NUL": ([config(1, display_name_override="a\u0000b")], "NUL"),
     "not a list": ({"configurations": []}, "expected a JSON list of configurations"),

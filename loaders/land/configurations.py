@@ -101,6 +101,13 @@ def _integer(name: str, value: Any, *, default: int | None, from_csv: bool) -> i
     return value
 
 
+def _in_range(name: str, value: int, bits: int) -> int:
+    limit = 2 ** (bits - 1)
+    if not -limit <= value < limit:
+        raise _Bad(f"{name} {value} does not fit in a {bits}-bit integer")
+    return value
+
+
 def _boolean(name: str, value: Any, *, from_csv: bool) -> bool:
     if value is None or (from_csv and value.strip() == ""):
         return False
@@ -171,7 +178,7 @@ def parse_record(record: Any, *, from_csv: bool) -> Configuration:
             raise _Bad(f"{name} contains a NUL character, which PostgreSQL cannot store")
     get = record.get
     return Configuration(
-        id=_integer("id", get("id"), default=None, from_csv=from_csv),
+        id=_in_range("id", _integer("id", get("id"), default=None, from_csv=from_csv), 64),
         jurisdiction_id=_text("jurisdiction_id", get("jurisdiction_id"), required=True, from_csv=from_csv),
         child_grouper_url=_text(
             "child_grouper_url", get("child_grouper_url"), required=True, from_csv=from_csv
@@ -182,7 +189,7 @@ def parse_record(record: Any, *, from_csv: bool) -> Configuration:
         display_name_override=_text(
             "display_name_override", get("display_name_override"), required=False, from_csv=from_csv
         ),
-        version=_integer("version", get("version"), default=1, from_csv=from_csv),
+        version=_in_range("version", _integer("version", get("version"), default=1, from_csv=from_csv), 32),
         loinc_codes=_codes("loinc_codes", get("loinc_codes"), from_csv=from_csv),
         snomed_codes=_codes("snomed_codes", get("snomed_codes"), from_csv=from_csv),
         icd10_codes=_codes("icd10_codes", get("icd10_codes"), from_csv=from_csv),
