@@ -106,7 +106,7 @@ def test_fetch_load_build_then_an_unchanged_rerun(
     ]
     assert query(fresh_database, "select count(*) from raw.loads where kind = 'tes'") == [(1,)]
 
-    # one changed file is loaded (only it), its new content superseding the old
+    # one changed file: the folder is loaded again as one set; only the changed content is new
     changed = sorted(p for p in tes_dir.glob("reporting_spec_grouper_*.json"))[0]
     document = json.loads(changed.read_text())
     document["valuesets"][0]["title"] = "changed title"
@@ -114,8 +114,15 @@ def test_fetch_load_build_then_an_unchanged_rerun(
     lines, error = _run(fresh_database, SyncOptions(tes_dir, None, lock_timeout=5, build_args=SEED_ONLY))
     assert error is None, error
     load_line = {line["step"]: line for line in lines}["load_tes"]
-    assert (load_line["status"], load_line["files"], load_line["inserted"]) == ("ok", 1, 1)
-    assert load_line["unchanged_files"] == by_step["load_tes"]["files"] - 1
+    assert (load_line["status"], load_line["changed_files"], load_line["inserted"]) == ("ok", 1, 1)
+    assert load_line["files"] == by_step["load_tes"]["files"]
+    assert load_line["unchanged"] == kept - 1
+    assert query(fresh_database, "select count(*) from raw.tes_valuesets") == [(kept + 1,)]
+
+    # and the next run skips every file again
+    lines, error = _run(fresh_database, SyncOptions(tes_dir, None, lock_timeout=5, build_args=SEED_ONLY))
+    assert error is None, error
+    assert {line["step"]: line["status"] for line in lines}["load_tes"] == "unchanged"
 
 
 def test_lock_busy_exits_4_with_a_failed_line(

@@ -99,11 +99,7 @@ def _fetch(options: SyncOptions, environ: Mapping[str, str], fields: dict[str, A
 
 
 def already_loaded(conn: psycopg.Connection) -> set[str]:
-    """sha256 of the files in the latest succeeded TES load.
-
-    Such a file needs no reload: every record in it is current as of that load, and no TES load
-    has changed anything since.
-    """
+    """sha256 of the files in the latest succeeded TES load."""
     rows = conn.execute(
         """
         with latest as (
@@ -153,11 +149,15 @@ def _load_tes(
         ensure_raw_schema(conn)
         seen = already_loaded(conn)
     changed = [path for path in files if _file_sha256(path) not in seen]
-    fields.update(files=len(files), unchanged_files=len(files) - len(changed))
+    fields.update(files=len(files), changed_files=len(changed))
     if not changed:
+        # The latest TES load read exactly these bytes and nothing changed raw.tes_valuesets
+        # since: loading them again would be a no-op.
         fields["status"] = "unchanged"
         return
-    result = load_tes(changed, settings, lock_timeout=options.lock_timeout, held_lock=held)
+    # Load the whole folder, not only the changed files: it is checked as one consistent set
+    # (one content per url|version), and the next sync can then skip every file at once.
+    result = load_tes(files, settings, lock_timeout=options.lock_timeout, held_lock=held)
     fields.update(_counts(result))
 
 
