@@ -169,3 +169,43 @@ def test_grants_survive_a_full_refresh_and_roles_macro_is_idempotent(
     assert _count(deployment.logins["refiner_app"], "refiner.refinement_cache") > 0
     assert not _can(deployment.logins["refiner_app"], "select 1 from raw.loads limit 1")
 
+
+
+def test_serving_tables_have_keys_contracts_and_a_gin_index(deployment: Deployment) -> None:
+    with psycopg.connect(deployment.admin.conninfo()) as conn:
+        keys = dict(
+            conn.execute(
+                """
+                select conrelid::regclass::text,
+                       array_agg(attname::text order by array_position(conkey, attnum))
+                from pg_constraint
+                join pg_attribute on attrelid = conrelid and attnum = any(conkey)
+                where contype = 'p' and connamespace = 'refiner'::regnamespace
+                group by conrelid
+                """
+            ).fetchall()
+        )
+        gin = conn.execute(
+            """
+            select count(*) from pg_indexes
+            where schemaname = 'refiner' and tablename = 'refinement_cache'
+              and indexdef ilike '%using gin (aggregated_codes)%'
+            """
+        ).fetchone()[0]
+        code = conn.execute(
+            "select aggregated_codes[1] from refiner.refinement_cache limit 1"
+        ).fetchone()[0]
+        conn.execute("set enable_seqscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                "explain select snomed_code from refiner.refinement_cache"
+                " where aggregated_codes @> array[%s]::text[]",
+                (code,),
+            )
+        )
+    assert keys["refiner.refinement_cache"] == ["snomed_code", "jurisdiction_id"]
+    for grouper in ("tes_reporting_spec_groupers", "tes_condition_groupers"):
+        assert keys[f"refiner.{grouper}"] == ["canonical_url", "version"]
+    assert gin == 1
+    assert "aggregated_codes_idx" in plan, plan
