@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from loaders.errors import ConfigurationError, RefineryError
 
@@ -171,6 +172,19 @@ def _lazy(module: str, function: str) -> Handler:
     return handler
 
 
+def _one_line(text: str) -> str:
+    """An error message as one inert line: control characters escaped, rich markup literal.
+
+    Messages quote input (urls, ids, file names); a newline, a terminal escape or a `[/x]` in
+    them must neither split the line, drive the terminal nor be taken as markup.
+    """
+    printable = "".join(
+        char if char.isprintable() or char == " " else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+    return escape(printable)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -181,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = args.handler(args)
     except RefineryError as exc:
-        _err_console().print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        _err_console().print(f"[bold red]error:[/] {_one_line(str(exc))}", soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         _err_console().print("[bold red]interrupted[/]")

@@ -1,0 +1,160 @@
+"""Shared by the reliability suite: the CLI in a subprocess, table fingerprints, small TES data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from loaders.connection import DatabaseSettings
+from tests.conftest import REPO, env_for
+
+TES = "https://tes.example.org/fhir/ValueSet"
+SNOMED = "http://snomed.info/sct"
+REFINER_SCHEMAS = ("refiner", "refiner_staging", "refiner_intermediate", "refiner_snapshots")
+
+
+def refinery(
+    args: Sequence[str],
+    settings: DatabaseSettings,
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m loaders.cli ARGS` in a subprocess pointed at `settings`."""
+    return subprocess.run(
+        [sys.executable, "-m", "loaders.cli", *args],
+        env={**env_for(settings), **(env or {})},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_refinery(
+    args: Sequence[str], settings: DatabaseSettings, *, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "loaders.cli", *args],
+        env={**env_for(settings), **(env or {})},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def connect(settings: DatabaseSettings) -> psycopg.Connection:
+    return psycopg.connect(settings.conninfo(), autocommit=True)
+
+
+def query(settings: DatabaseSettings, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with connect(settings) as conn:
+        return conn.execute(statement, params).fetchall()
+
+
+def tables(settings: DatabaseSettings, schemas: Sequence[str]) -> list[tuple[str, str]]:
+    """(schema, table) of every base table in `schemas`."""
+    return [
+        (schema, name)
+        for schema, name in query(
+            settings,
+            "select table_schema, table_name from information_schema.tables"
+            " where table_schema = any(%s) and table_type = 'BASE TABLE'"
+            " order by table_schema, table_name",
+            (list(schemas),),
+        )
+    ]
+
+
+def table_hashes(
+    settings: DatabaseSettings,
+    schemas: Sequence[str] = ("raw",),
+    *,
+    without_failed_loads: bool = True,
+    exclude: Sequence[str] = (),
+) -> dict[str, tuple[int, str]]:
+    """(row count, md5 of all rows as text, sorted) of every base table in `schemas`.
+
+    raw.loads is hashed without its 'failed' rows when `without_failed_loads` (a refused load
+    writes exactly that row and nothing else); `exclude` names tables ("schema.table") to skip.
+    """
+    out: dict[str, tuple[int, str]] = {}
+    with connect(settings) as conn:
+        for schema, name in tables(settings, schemas):
+            key = f"{schema}.{name}"
+            if key in exclude:
+                continue
+            where = sql.SQL("where t.status <> 'failed'" if (
+                key == "raw.loads" and without_failed_loads) else "")
+            count, digest = conn.execute(
+                sql.SQL(
+                    "select count(*), md5(coalesce(string_agg(t::text, E'\\n' order by t::text), ''))"
+                    " from {}.{} as t {}"
+                ).format(sql.Identifier(schema), sql.Identifier(name), where)
+            ).fetchone()
+            out[key] = (int(count), str(digest))
+    return out
+
+
+def loads(settings: DatabaseSettings) -> list[tuple[int, str, str, str | None]]:
+    """(load_id, kind, status, error) of every raw.loads row."""
+    if query(settings, "select to_regclass('raw.loads')")[0][0] is None:
+        return []
+    return [
+        (int(load_id), kind, status, error)
+        for load_id, kind, status, error in query(
+            settings, "select load_id, kind, status, error from raw.loads order by load_id"
+        )
+    ]
+
+
+def valueset(
+    name: str,
+    version: str = "1.0.0",
+    codes: Sequence[str] = ("840539006", "1240581000000104"),
+    *,
+    title: str | None = None,
+    system: str = SNOMED,
+) -> dict[str, Any]:
+    """A small ValueSet (no grouper profile: an additional context grouper downstream)."""
+    return {
+        "resourceType": "ValueSet",
+        "id": name,
+        "url": f"{TES}/{name}",
+        "version": version,
+        "name": name.replace("-", "_"),
+        "title": title or name,
+        "status": "active",
+        "compose": {"include": [{"system": system, "concept": [{"code": c} for c in codes]}]},
+    }
+
+
+def write_json(path: Path, document: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def folder_state(folder: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and mtime (ns) of every file under `folder`, by relative path."""
+    return {
+        str(path.relative_to(folder)): (
+            hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+        )
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
