@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import html
 import itertools
 import json
 from collections import defaultdict
@@ -190,8 +191,7 @@ def built(
         patch.setenv("DATABASE_URL", settings.url(show_password=True))
         try:
             assert cli.main(["load", "tes", str(summary.tes_dir)]) == 0
-            select = "--select=+tes_release_changes +condition_code_summary"
-            assert cli.main(["build", select]) == 0
+            assert cli.main(["build"]) == 0
             yield Built(settings, summary.tes_dir, renamed)
         finally:
             drop_database(server, settings)
@@ -283,3 +283,29 @@ def test_condition_code_summary_counts(built: Built) -> None:
         assert by_system == {s: len(c) for s, c in codes.items() if c}, (url, version)
         assert total == sum(len(c) for c in codes.values())
         assert (snomed, loinc) == (len(codes.get("snomed", ())), len(codes.get("loinc", ())))
+
+
+def test_report_charts_the_most_changed_conditions(built: Built, tmp_path: Path) -> None:
+    conditions = recompute_conditions(built.tes_dir)
+    churn: dict[str, int] = defaultdict(int)
+    for (url, _, _), change in recompute_changes(conditions).items():
+        if not change.is_new:
+            churn[url] += sum(map(len, change.added.values())) + sum(map(len, change.removed.values()))
+    ranked = sorted(churn.items(), key=lambda item: (-item[1], item[0]))
+    titles = {url: condition.title for (url, _), condition in conditions.items()}
+    out = tmp_path / "report"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"):
+            patch.delenv(name, raising=False)
+        patch.setenv("DATABASE_URL", built.settings.url(show_password=True))
+        assert cli.main(["report", "--out", str(out)]) == 0
+    png = (out / "release_changes.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+    page = (out / "release_changes.html").read_text()
+    assert "data:image/png;base64," in page
+    assert "src=\"http" not in page and "<link" not in page, "the page must be self-contained"
+    top_url, _ = ranked[0]
+    assert html.escape(titles[top_url]) in page
+    unchanged = [url for url, total in ranked if total == 0]
+    for url in unchanged:
+        assert f'title="{html.escape(url)}"' not in page
