@@ -14,6 +14,7 @@ from loaders import cli
 from loaders.connection import DatabaseSettings
 from loaders.errors import LockBusyError
 from loaders.land import lock
+from loaders.land.ddl import ensure_raw_schema
 from loaders.land.tes import load_tes
 from tests._land_helpers import fetch_format, query, valueset, write_json
 from tests.conftest import env_for
@@ -64,30 +65,36 @@ def test_two_concurrent_loads_the_second_exits_4(
     use_database,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    codes = [f"{n:07d}" for n in range(300)]
     big = [
         write_json(
             tmp_path / "big" / f"part_{f}.json",
-            fetch_format("rs", [valueset(f"b{f}-{n}", codes=codes) for n in range(120)]),
+            fetch_format("rs", [valueset(f"b{f}-{n}") for n in range(120)]),
         )
         for f in range(10)
     ]
     small = write_json(tmp_path / "small.json", [valueset("small")])
     use_database(fresh_database)
     command = [sys.executable, "-m", "loaders.cli", "load", "tes", str(tmp_path / "big")]
-    first = subprocess.Popen(
-        command, env=env_for(fresh_database), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while _lock_holders(fresh_database) == 0 and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert first.poll() is None, "the first load finished before the second could start"
-        started = time.monotonic()
-        second = cli.main(["load", "tes", "--lock-timeout", "0.5", str(small)])
-        waited = time.monotonic() - started
-    finally:
-        out, err = first.communicate(timeout=300)
+    with psycopg.connect(fresh_database.conninfo()) as blocker:
+        ensure_raw_schema(blocker)
+        # Keep the first load busy for as long as the test needs, whatever the machine's speed:
+        # its COPY into raw.tes_valuesets waits for this lock, with the load lock held.
+        blocker.execute("lock table raw.tes_valuesets in share mode")
+        first = subprocess.Popen(
+            command, env=env_for(fresh_database), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while _lock_holders(fresh_database) == 0 and first.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert first.poll() is None, first.communicate()
+            started = time.monotonic()
+            second = cli.main(["load", "tes", "--lock-timeout", "0.5", str(small)])
+            waited = time.monotonic() - started
+            assert first.poll() is None
+        finally:
+            blocker.rollback()  # let the first load go on
+            out, err = first.communicate(timeout=300)
     printed = capsys.readouterr()
     assert second == 4
     assert "another load is running" in printed.err and "Traceback" not in printed.err
