@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -118,9 +119,50 @@ def cache_codes(settings: DatabaseSettings) -> dict[tuple[str, str], set[str]]:
     return {(str(s), str(j)): set(codes) for s, j, codes in rows}
 
 
-def jurisdictions() -> list[tuple[str, str, str | None]]:
+PROJECT_PARTS = ("dbt_project.yml", "profiles.yml.example", "profiles.yml", "models", "macros",
+                 "seeds", "snapshots", "analyses", "tests/dbt")
+
+
+def snapshot_project(dest: Path, extra_jurisdictions: Sequence[str] = ()) -> Path:
+    """A copy of the dbt project to benchmark (stable while others edit the working tree), with
+    `extra_jurisdictions` appended to its jurisdictions seed the way the README tells operators to
+    add local ones (the large scale has 500 synthetic jurisdictions; the seed lists 56)."""
+    root = project_root()
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for part in PROJECT_PARTS:
+        source = root / part
+        if source.is_dir():
+            shutil.copytree(source, dest / part)
+        elif source.exists():
+            shutil.copy2(source, dest / part)
+    seed = dest / "seeds" / "jurisdictions.csv"
+    if extra_jurisdictions:
+        states = [ident for ident, _, state in jurisdictions(seed) if state == ident]
+        with seed.open("a", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            for number, ident in enumerate(extra_jurisdictions):
+                writer.writerow([ident, f"Synthetic local health department {ident}",
+                                 states[number % len(states)]])
+    return dest
+
+
+def uncommitted_project_changes() -> bool | None:
+    """Whether the dbt project files differ from the git commit (None when git is unavailable)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "status", "--porcelain", "--", *PROJECT_PARTS],
+                              cwd=project_root(), capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return bool(done.stdout.strip())
+
+
+def jurisdictions(seed: Path | None = None) -> list[tuple[str, str, str | None]]:
     """The project's jurisdictions (its dbt seed), so the trigger design gets the same ones."""
-    path = project_root() / "seeds" / "jurisdictions.csv"
+    path = seed or project_root() / "seeds" / "jurisdictions.csv"
     if not path.exists():
         raise BenchError(f"no jurisdictions seed at {path}")
     with path.open(newline="", encoding="utf-8") as handle:

@@ -22,6 +22,7 @@ from bench import trigger_design as td
 from bench.data import Dataset
 from loaders import connection
 from loaders.connection import DatabaseSettings
+from loaders.tes.synthetic import UNKNOWN_JURISDICTION
 
 Log = Any  # a callable taking one str
 
@@ -57,10 +58,12 @@ def fresh_database(admin: DatabaseSettings, scale: str, keep: bool = False) -> I
 
 
 @contextmanager
-def dbt_paths(folder: Path) -> Iterator[None]:
-    """Point dbt's target/ and logs/ at the bench's own folder for the duration."""
-    names = ("DBT_TARGET_PATH", "DBT_LOG_PATH", "DBT_SEND_ANONYMOUS_USAGE_STATS")
+def dbt_paths(folder: Path, project_dir: Path) -> Iterator[None]:
+    """Point dbt's target/ and logs/ at the bench's own folder, and the project at its snapshot."""
+    names = ("DBT_TARGET_PATH", "DBT_LOG_PATH", "DBT_SEND_ANONYMOUS_USAGE_STATS",
+             "REFINERY_PROJECT_DIR")
     saved = {name: os.environ.get(name) for name in names}
+    os.environ["REFINERY_PROJECT_DIR"] = str(project_dir)
     os.environ["DBT_TARGET_PATH"] = str(folder / "target")
     os.environ["DBT_LOG_PATH"] = str(folder / "logs")
     os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
@@ -259,8 +262,15 @@ def run_scale(scale: str, runs: int, workdir: Path, *, lookup_count: int = 10_00
     log(f"== {scale}: generating data")
     dataset = data.prepare(scale, workdir / "data")
     log(f"   {dataset.counts} ({dataset.tes_bytes / 1e6:.1f} MB of TES JSON)")
+    known = {ident for ident, _, _ in project.jurisdictions()}
+    wanted = sorted({str(c["jurisdiction_id"]) for c in data.load_configurations(
+        dataset.configurations_file)} - known - {UNKNOWN_JURISDICTION})
+    if wanted:
+        log(f"   {len(wanted)} synthetic jurisdictions appended to the benchmarked project's seed")
+    dirty = project.uncommitted_project_changes()
+    project_dir = project.snapshot_project(workdir / "project", wanted)
     outcomes: list[RunOutcome] = []
-    with dbt_paths(workdir / "dbt"):
+    with dbt_paths(workdir / "dbt", project_dir):
         for index in range(runs):
             outcomes.append(run_once(dataset, admin, workdir, index, lookup_count=lookup_count,
                                      keep=keep, log=log))
@@ -270,6 +280,8 @@ def run_scale(scale: str, runs: int, workdir: Path, *, lookup_count: int = 10_00
         "dataset": dataset.describe(),
         "environment": environment(admin),
         "elapsed_s": time.perf_counter() - started,
+        "project_uncommitted_changes": dirty,
+        "jurisdictions_added_to_seed": len(wanted),
         "median": medians(outcomes),
         "per_run": [o.metrics for o in outcomes],
         "checks": [o.checks for o in outcomes],
