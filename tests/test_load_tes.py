@@ -260,6 +260,7 @@ def test_bad_record_refuses_the_load_and_writes_nothing(
         ('{"hello": "world"}', "not TES data"),
         ('{"valuesets": {"a": 1}}', "not TES data"),
         ('"just a string"', "not TES data"),
+        ('[{"resourceType": "ValueSet", "url": "u", "version": "1", "title": "\\ud800"}]', "unpaired UTF-16"),
         ('[{"resourceType": "ValueSet", "url": "u", "version": "1", "x": NaN}]', "NaN"),
     ],
 )
