@@ -173,3 +173,41 @@ def test_republished_grouper_opens_a_new_history_row(history: History) -> None:
         """,
     )[0][0]
     assert others == 1, "no other RS grouper changed"
+
+
+def test_jurisdiction_coverage_adds_up(history: History) -> None:
+    configurations = _rows(
+        history.settings,
+        "select jurisdiction_id, is_counted, exclusion_reason from refiner.configurations",
+    )
+    cache = _rows(
+        history.settings,
+        "select jurisdiction_id, count(*) from refiner.refinement_cache group by jurisdiction_id",
+    )
+    seed = {row[0] for row in _rows(history.settings, "select routing_code from refiner.jurisdictions")}
+    expected: dict[str, tuple[int, int, int, dict[str, int], int, bool]] = {}
+    for jurisdiction in seed | {row[0] for row in configurations} | {row[0] for row in cache}:
+        mine = [row for row in configurations if row[0] == jurisdiction]
+        reasons: dict[str, int] = {}
+        for _, is_counted, reason in mine:
+            if not is_counted:
+                reasons[reason] = reasons.get(reason, 0) + 1
+        expected[jurisdiction] = (
+            len(mine),
+            sum(1 for row in mine if row[1]),
+            sum(1 for row in mine if not row[1]),
+            reasons,
+            dict(cache).get(jurisdiction, 0),
+            jurisdiction in seed,
+        )
+    rows = _rows(
+        history.settings,
+        """
+        select jurisdiction_id, configurations_total, configurations_counted,
+               configurations_excluded, excluded_by_reason, cache_rows, is_known_jurisdiction
+        from refiner.jurisdiction_coverage
+        """,
+    )
+    assert {row[0]: tuple(row[1:]) for row in rows} == expected
+    # the deactivated configuration is reported as excluded, for its reason
+    assert sum(value[3].get("inactive", 0) for value in expected.values()) >= 1
