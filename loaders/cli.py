@@ -88,7 +88,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     settings = connection.resolve()
     with connection.connect(settings) as conn:
         ensure_raw_schema(conn)
-    return dbt.run(["build", *args.dbt_args], settings).exit_code
+    outcome = dbt.run(["build", *args.dbt_args], settings)
+    exception = getattr(outcome.result, "exception", None)
+    if outcome.exit_code == 2 and exception is not None:
+        lines = str(exception).strip().splitlines()
+        raise ConfigurationError(f"dbt could not run: {lines[0] if lines else type(exception).__name__}")
+    return outcome.exit_code
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -187,11 +192,13 @@ def _one_line(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if args.command != "build":
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.dbt_args = [*args.dbt_args, *extra]
+    words = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(words)
+    if args.command == "build":
+        # everything after `build`, in its order (argparse would move `--select x` apart)
+        args.dbt_args = words[words.index("build") + 1 :]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = args.handler(args)
     except RefineryError as exc:
