@@ -25,7 +25,7 @@ from loaders import cli
 from loaders.connection import DatabaseSettings
 from loaders.tes import classify
 from loaders.tes.synthetic import SyntheticSpec, generate
-from tests.conftest import create_database, drop_database
+from tests.conftest import SHARED_SAMPLE, create_database, drop_database
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = SyntheticSpec(
@@ -62,7 +62,8 @@ def valuesets(tes_dir: Path) -> Iterator[dict[str, Any]]:
     for path in sorted(tes_dir.glob("*.json")):
         if path.name == "manifest.json":
             continue
-        yield from json.loads(path.read_text())["valuesets"]
+        document = json.loads(path.read_text())
+        yield from document["valuesets"] if isinstance(document, dict) else document
 
 
 def rs_codes(resource: dict[str, Any], keys: dict[str, str]) -> Codes:
@@ -309,3 +310,38 @@ def test_report_charts_the_most_changed_conditions(built: Built, tmp_path: Path)
     unchanged = [url for url, total in ranked if total == 0]
     for url in unchanged:
         assert f'title="{html.escape(url)}"' not in page
+
+
+@pytest.fixture(scope="module")
+def real_sample(server: DatabaseSettings) -> Iterator[DatabaseSettings]:
+    """The real TES sample (three condition grouper releases, two COVID-19 RS groupers)."""
+    if not (SHARED_SAMPLE / "condition_grouper_1.0.0.json").exists():
+        pytest.skip(f"real TES sample not present at {SHARED_SAMPLE}")
+    settings = create_database(server, "refinery_real_changes")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"):
+            patch.delenv(name, raising=False)
+        patch.setenv("DATABASE_URL", settings.url(show_password=True))
+        try:
+            assert cli.main(["load", "tes", str(SHARED_SAMPLE)]) == 0
+            assert cli.main(["build"]) == 0
+            yield settings
+        finally:
+            drop_database(server, settings)
+
+
+def test_real_sample_release_changes_match_recomputation(real_sample: DatabaseSettings) -> None:
+    expected = recompute_changes(recompute_conditions(SHARED_SAMPLE))
+    rows = mart_rows(
+        real_sample,
+        """
+        select canonical_url, previous_version, version, is_new, is_dropped, codes_added,
+               codes_removed
+        from refiner.tes_release_changes
+        """,
+    )
+    actual = {(r[0], r[1], r[2]): ExpectedChange(*r[3:]) for r in rows}
+    assert actual == expected
+    # 201, 218 and 235 condition groupers: each release adds conditions, none is dropped
+    assert sum(c.is_new for c in expected.values()) == 34
+    assert any(c.added for c in expected.values() if not c.is_new), "COVID-19 gains its codes"
