@@ -6,20 +6,20 @@
     `concepts` names a CTE or relation whose rows are already distinct.
 -#}
 {% macro array_code_systems() -%}
-    {#- The short names that get a column of their own (`<short_name>_codes`). -#}
-    {{ return(['snomed', 'loinc', 'icd10', 'rxnorm', 'cvx', 'cpt']) }}
+    {#- The short names that get a column of their own (`<short_name>_codes`), comma-separated. -#}
+    snomed,loinc,icd10,rxnorm,cvx,cpt
 {%- endmacro %}
 
 {% macro aggregate_codes(concepts, keys) -%}
     {%- set key_list = keys | join(', ') -%}
     select
-        {%- for key in keys %}
+    {%- for key in keys %}
         per_system.{{ key }},
-        {%- endfor %}
-        {%- for short_name in array_code_systems() %}
+    {%- endfor %}
+    {%- for short_name in array_code_systems().strip().split(',') %}
         coalesce(min(per_system.codes) filter (where per_system.system_key = '{{ short_name }}'), '{}')::text []
             as {{ short_name }}_codes,
-        {%- endfor %}
+    {%- endfor %}
         jsonb_object_agg(per_system.system_key, to_jsonb(per_system.codes)) as codes_by_system
     from (
         select
@@ -30,9 +30,9 @@
         group by {{ key_list }}, system_key
     ) as per_system
     group by
-        {%- for key in keys %}
+    {%- for key in keys %}
         per_system.{{ key }}{{ ',' if not loop.last }}
-        {%- endfor %}
+    {%- endfor %}
 {%- endmacro %}
 
 {% macro aggregate_all_codes(concepts, keys) -%}
@@ -46,7 +46,7 @@
 
 {% macro grouper_code_columns(codes) -%}
     {#- The code columns of a grouper table from an aggregated-codes relation (left-joined). -#}
-    {%- for short_name in array_code_systems() %}
+    {%- for short_name in array_code_systems().strip().split(',') %}
     coalesce({{ codes }}.{{ short_name }}_codes, '{}')::text [] as {{ short_name }}_codes,
     {%- endfor %}
     coalesce({{ codes }}.all_codes, '{}')::text [] as all_codes,

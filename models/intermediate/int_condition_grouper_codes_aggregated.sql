@@ -57,10 +57,10 @@ combined as (
 
     select
         condition_groupers.valueset_id,
-        {%- for short_name in array_code_systems() %}
-        coalesce(per_grouper.{{ short_name }}_codes, '{}')::text [] as {{ short_name }}_codes,
+        {%- for short_name in array_code_systems().strip().split(',') %}
+            coalesce(per_grouper.{{ short_name }}_codes, '{}')::text[] as {{ short_name }}_codes,
         {%- endfor %}
-        coalesce(all_codes.all_codes, '{}')::text [] as all_codes,
+        coalesce(all_codes.all_codes, '{}')::text[] as all_codes,
         coalesce(per_grouper.codes_by_system, '{}'::jsonb) as codes_by_system
     from condition_groupers
     left join per_grouper

@@ -76,9 +76,9 @@ combined as (
         parents.child_grouper_version,
         parents.parent_count,
         parents.parent_groupers,
-        coalesce(all_codes.all_codes, '{}')::text [] as base_codes,
-        {%- for short_name in array_code_systems() %}
-        coalesce(per_child.{{ short_name }}_codes, '{}')::text [] as base_{{ short_name }}_codes,
+        coalesce(all_codes.all_codes, '{}')::text[] as base_codes,
+        {%- for short_name in array_code_systems().strip().split(',') %}
+            coalesce(per_child.{{ short_name }}_codes, '{}')::text[] as base_{{ short_name }}_codes,
         {%- endfor %}
         coalesce(per_child.codes_by_system, '{}'::jsonb) as base_codes_by_system
     from parents

@@ -31,8 +31,8 @@ all_codes as (
 
 select
     per_valueset.valueset_id,
-    {%- for short_name in array_code_systems() %}
-    per_valueset.{{ short_name }}_codes,
+    {%- for short_name in array_code_systems().strip().split(',') %}
+        per_valueset.{{ short_name }}_codes,
     {%- endfor %}
     all_codes.all_codes,
     per_valueset.codes_by_system,

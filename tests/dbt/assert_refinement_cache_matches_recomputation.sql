@@ -42,13 +42,33 @@ expected as (
             counted.child_grouper_url = parent_codes.child_grouper_url
             and counted.child_grouper_version = parent_codes.child_grouper_version
     union
-    select snomed_code, jurisdiction_id, 'loinc', unnest(loinc_codes) from counted
+    select
+        snomed_code,
+        jurisdiction_id,
+        'loinc',
+        unnest(loinc_codes)
+    from counted
     union
-    select snomed_code, jurisdiction_id, 'snomed', unnest(snomed_codes) from counted
+    select
+        snomed_code,
+        jurisdiction_id,
+        'snomed',
+        unnest(snomed_codes)
+    from counted
     union
-    select snomed_code, jurisdiction_id, 'icd10', unnest(icd10_codes) from counted
+    select
+        snomed_code,
+        jurisdiction_id,
+        'icd10',
+        unnest(icd10_codes)
+    from counted
     union
-    select snomed_code, jurisdiction_id, 'rxnorm', unnest(rxnorm_codes) from counted
+    select
+        snomed_code,
+        jurisdiction_id,
+        'rxnorm',
+        unnest(rxnorm_codes)
+    from counted
 
 ),
 
@@ -95,13 +115,22 @@ inconsistent as (
             from jsonb_each(cache.codes_by_system) as systems (system_key, system_codes)
             cross join lateral jsonb_array_elements_text(systems.system_codes) as codes (code)
             order by 1
-        )::text []
+        )::text[]
         or cache.content_sha256 is distinct from {{ sha256_text('cache.codes_by_system::text') }}
 
 )
 
-select 'missing from cache' as problem, * from missing
+select
+    'missing from cache' as problem,
+    *
+from missing
 union all
-select 'not expected in cache' as problem, * from unexpected
+select
+    'not expected in cache' as problem,
+    *
+from unexpected
 union all
-select 'aggregated_codes or content_sha256 disagree with codes_by_system' as problem, * from inconsistent
+select
+    'aggregated_codes or content_sha256 disagree with codes_by_system' as problem,
+    *
+from inconsistent

@@ -25,10 +25,13 @@ select
     'counted configuration without a cache row' as problem,
     counted_keys.*
 from counted_keys
-where not exists (
-    select 1 from cache_keys
-    where cache_keys.snomed_code = counted_keys.snomed_code and cache_keys.jurisdiction_id = counted_keys.jurisdiction_id
-)
+where
+    not exists (
+        select 1 from cache_keys
+        where
+            cache_keys.snomed_code = counted_keys.snomed_code
+            and cache_keys.jurisdiction_id = counted_keys.jurisdiction_id
+    )
 
 union all
 
@@ -38,5 +41,6 @@ select
 from cache_keys
 where not exists (
     select 1 from counted_keys
-    where cache_keys.snomed_code = counted_keys.snomed_code and cache_keys.jurisdiction_id = counted_keys.jurisdiction_id
+    where
+        cache_keys.snomed_code = counted_keys.snomed_code and cache_keys.jurisdiction_id = counted_keys.jurisdiction_id
 )

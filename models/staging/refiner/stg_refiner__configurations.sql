@@ -50,7 +50,7 @@ fingerprinted as (
 
     select
         *,
-        jsonb_build_array(
+        cast(jsonb_build_array(
             configuration_id,
             jurisdiction_id,
             child_grouper_url,
@@ -59,7 +59,7 @@ fingerprinted as (
             added_snomed_codes,
             added_icd10_codes,
             added_rxnorm_codes
-        )::text as cache_inputs_text
+        ) as text) as cache_inputs_text
     from renamed
 
 )

@@ -114,10 +114,10 @@ select
     canonical_url,
     version,
     grouper_type,
-    coalesce(nullif(system_url, ''), 'urn:unknown-system') as system_url,
     system_version,
     code,
     display,
-    listed_in
+    listed_in,
+    coalesce(nullif(system_url, ''), 'urn:unknown-system') as system_url
 from all_concepts
 where nullif(code, '') is not null

@@ -44,13 +44,14 @@ references_listed as (
         compose_includes.grouper_type,
         referenced.reference_text
     from compose_includes
-    cross join lateral jsonb_array_elements_text(
-        case
-            when jsonb_typeof(compose_includes.include_item -> 'valueSet') = 'array'
-                then compose_includes.include_item -> 'valueSet'
-            else '[]'::jsonb
-        end
-    ) as referenced (reference_text)
+    cross join
+        lateral jsonb_array_elements_text(
+            case
+                when jsonb_typeof(compose_includes.include_item -> 'valueSet') = 'array'
+                    then compose_includes.include_item -> 'valueSet'
+                else '[]'::jsonb
+            end
+        ) as referenced (reference_text)
     where nullif(referenced.reference_text, '') is not null
 
 )

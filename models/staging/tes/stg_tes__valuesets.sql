@@ -46,20 +46,22 @@ classified as (
         coalesce(current_content.resource -> 'meta' -> 'profile', '[]'::jsonb)::text as profiles_text,
         (
             select focus_coding ->> 'code'
-            from jsonb_array_elements(
-                case
-                    when jsonb_typeof(current_content.resource -> 'useContext') = 'array'
-                        then current_content.resource -> 'useContext'
-                    else '[]'::jsonb
-                end
-            ) as use_context (context_item)
-            cross join lateral jsonb_array_elements(
-                case
-                    when jsonb_typeof(use_context.context_item -> 'valueCodeableConcept' -> 'coding') = 'array'
-                        then use_context.context_item -> 'valueCodeableConcept' -> 'coding'
-                    else '[]'::jsonb
-                end
-            ) as codings (focus_coding)
+            from
+                jsonb_array_elements(
+                    case
+                        when jsonb_typeof(current_content.resource -> 'useContext') = 'array'
+                            then current_content.resource -> 'useContext'
+                        else '[]'::jsonb
+                    end
+                ) as use_context (context_item)
+            cross join
+                lateral jsonb_array_elements(
+                    case
+                        when jsonb_typeof(use_context.context_item -> 'valueCodeableConcept' -> 'coding') = 'array'
+                            then use_context.context_item -> 'valueCodeableConcept' -> 'coding'
+                        else '[]'::jsonb
+                    end
+                ) as codings (focus_coding)
             where
                 use_context.context_item -> 'code' ->> 'code' = 'focus'
                 and codings.focus_coding ->> 'system' = 'http://snomed.info/sct'
@@ -76,6 +78,14 @@ renamed as (
         valueset_id,
         canonical_url,
         version,
+        focus_snomed_code,
+        url_snomed_code,
+        resource,
+        resource_sha256,
+        source_file,
+        load_id as first_load_id,
+        last_seen_load_id as load_id,
+        loaded_at,
         case
             when profiles_text like '%vsm-reportingspecificationgroupervalueset%'
                 then 'reporting_spec_grouper'
@@ -87,18 +97,10 @@ renamed as (
         resource ->> 'name' as valueset_name,
         coalesce(nullif(resource ->> 'title', ''), resource ->> 'name', canonical_url) as display_name,
         resource ->> 'status' as valueset_status,
-        focus_snomed_code,
-        url_snomed_code,
         case
             when profiles_text like '%vsm-reportingspecificationgroupervalueset%'
                 then coalesce(focus_snomed_code, url_snomed_code)
-        end as snomed_code,
-        resource,
-        resource_sha256,
-        source_file,
-        load_id as first_load_id,
-        last_seen_load_id as load_id,
-        loaded_at
+        end as snomed_code
     from classified
     where profiles_text not like '%us-ph-triggering-valueset%'
 

@@ -1,0 +1,172 @@
+"""A plain-Python recomputation of refinement_cache from the raw tables (the test oracle).
+
+Written from the contract (issue 4, rules 1-5), independent of the SQL: latest content per
+(url, version), classification, codes of every system (compose and expansion), references split
+on the last `|`, condition grouper codes = union of loaded RS children, configurations counted
+by rule 4, ties by updated_at then id, additions merged.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from loaders.tes import classify
+
+REPO = Path(__file__).resolve().parent.parent
+ADDED = {"loinc_codes": "loinc", "snomed_codes": "snomed", "icd10_codes": "icd10",
+         "rxnorm_codes": "rxnorm"}
+
+
+@dataclass(frozen=True)
+class CacheRow:
+    configuration_id: int
+    codes_by_system: dict[str, list[str]]
+
+    @property
+    def aggregated_codes(self) -> list[str]:
+        return sorted({code for codes in self.codes_by_system.values() for code in codes})
+
+
+def _system_keys() -> dict[str, str]:
+    keys: dict[str, str] = {}
+    with (REPO / "seeds" / "code_systems.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            keys[row["system_url"]] = row["short_name"]
+            keys[f"urn:oid:{row['oid']}"] = row["short_name"]
+    return keys
+
+
+def _jurisdictions() -> set[str]:
+    with (REPO / "seeds" / "jurisdictions.csv").open() as handle:
+        return {row["routing_code"] for row in csv.DictReader(handle)}
+
+
+def _concepts(resource: dict[str, Any], keys: dict[str, str]) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for include in (resource.get("compose") or {}).get("include") or []:
+        system = include.get("system") or "urn:unknown-system"
+        for concept in include.get("concept") or []:
+            if concept.get("code"):
+                found.add((keys.get(system, system), concept["code"]))
+    stack = list((resource.get("expansion") or {}).get("contains") or [])
+    while stack:
+        item = stack.pop()
+        stack.extend(item.get("contains") or [])
+        system = item.get("system") or "urn:unknown-system"
+        if item.get("code"):
+            found.add((keys.get(system, system), item["code"]))
+    return found
+
+
+def _snomed(resource: dict[str, Any]) -> str | None:
+    for context in resource.get("useContext") or []:
+        if (context.get("code") or {}).get("code") != "focus":
+            continue
+        for coding in (context.get("valueCodeableConcept") or {}).get("coding") or []:
+            if coding.get("system") == "http://snomed.info/sct":
+                return coding.get("code")
+    url = resource["url"]
+    marker = url.rfind("rs-grouper-")
+    return url[marker + len("rs-grouper-"):] or None if marker >= 0 else None
+
+
+def expected_cache(conn: psycopg.Connection) -> dict[tuple[str, str], CacheRow]:
+    """The refinement_cache the raw tables call for, keyed by (snomed_code, jurisdiction_id)."""
+    keys = _system_keys()
+    rows = conn.execute(
+        "select distinct on (canonical_url, version) canonical_url, version, resource "
+        "from raw.tes_valuesets "
+        "order by canonical_url, version, last_seen_load_id desc, valueset_id desc"
+    ).fetchall()
+    rs: dict[tuple[str, str], tuple[str | None, set[tuple[str, str]]]] = {}
+    conditions: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for url, version, resource in rows:
+        category = classify.classify(resource)
+        if category == classify.REPORTING_SPEC_GROUPER:
+            rs[(url, version)] = (_snomed(resource), _concepts(resource, keys))
+        elif category == classify.CONDITION_GROUPER:
+            refs = []
+            for include in (resource.get("compose") or {}).get("include") or []:
+                for reference in include.get("valueSet") or []:
+                    if "|" in reference:
+                        child_url, _, child_version = reference.rpartition("|")
+                        refs.append((child_url, child_version))
+            conditions[(url, version)] = refs
+    condition_codes: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    parents: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for parent, refs in conditions.items():
+        codes: set[tuple[str, str]] = set()
+        for child in refs:
+            if child in rs:
+                codes |= rs[child][1]
+                parents.setdefault(child, []).append(parent)
+        condition_codes[parent] = codes
+
+    jurisdictions = _jurisdictions()
+    winners: dict[tuple[str, str], tuple[Any, int, dict[str, Any]]] = {}
+    configurations = conn.execute(
+        "select id, jurisdiction_id, child_grouper_url, child_grouper_version, is_active, "
+        "updated_at, loinc_codes, snomed_codes, icd10_codes, rxnorm_codes from raw.configurations"
+    ).fetchall()
+    for (config_id, jurisdiction, url, version, active, updated_at, *added) in configurations:
+        child = (url, version)
+        jurisdiction = jurisdiction.strip()
+        if not active or jurisdiction not in jurisdictions or child not in rs:
+            continue
+        snomed = rs[child][0]
+        if snomed is None or not parents.get(child):
+            continue
+        key = (snomed, jurisdiction)
+        record = {"child": child, "added": dict(zip(ADDED.values(), added, strict=True))}
+        if key not in winners or (updated_at, config_id) > winners[key][:2]:
+            winners[key] = (updated_at, config_id, record)
+
+    expected: dict[tuple[str, str], CacheRow] = {}
+    for key, (_, config_id, record) in winners.items():
+        pairs: set[tuple[str, str]] = set()
+        for parent in parents[record["child"]]:
+            pairs |= condition_codes[parent]
+        for system, codes in record["added"].items():
+            pairs |= {(system, code.strip()) for code in codes or [] if code and code.strip()}
+        by_system: dict[str, list[str]] = {}
+        for system, code in pairs:
+            by_system.setdefault(system, []).append(code)
+        expected[key] = CacheRow(config_id, {s: sorted(c) for s, c in by_system.items()})
+    return expected
+
+
+def actual_cache(conn: psycopg.Connection, schema: str = "refiner") -> dict[tuple[str, str], dict[str, Any]]:
+    """refinement_cache as built, keyed like expected_cache."""
+    rows = conn.execute(
+        f"select snomed_code, jurisdiction_id, aggregated_codes, codes_by_system, source_details, "
+        f"content_sha256, updated_at from {schema}.refinement_cache"
+    ).fetchall()
+    return {
+        (snomed, jurisdiction): {
+            "aggregated_codes": aggregated, "codes_by_system": by_system, "source_details": details,
+            "content_sha256": sha, "updated_at": updated_at,
+        }
+        for snomed, jurisdiction, aggregated, by_system, details, sha, updated_at in rows
+    }
+
+
+def differences(expected: dict[tuple[str, str], CacheRow],
+                actual: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """Human-readable differences between the oracle and the table (empty when equal)."""
+    problems = [f"missing key {key}" for key in expected.keys() - actual.keys()]
+    problems += [f"unexpected key {key}" for key in actual.keys() - expected.keys()]
+    for key in expected.keys() & actual.keys():
+        want, got = expected[key], actual[key]
+        if got["codes_by_system"] != want.codes_by_system:
+            problems.append(f"{key}: codes_by_system differs")
+        if list(got["aggregated_codes"]) != want.aggregated_codes:
+            problems.append(f"{key}: aggregated_codes differs")
+        if int(got["source_details"]["configuration_id"]) != want.configuration_id:
+            problems.append(f"{key}: configuration {got['source_details']['configuration_id']} "
+                            f"instead of {want.configuration_id}")
+    return problems

@@ -1,0 +1,178 @@
+"""Integration: load synthetic TES + configurations, build the models, mutate, build again.
+
+refinement_cache is compared with a plain-Python recomputation from the raw tables
+(tests/cache_oracle.py) after the first build and after each mutation; the dbt tests (the
+sanity checks) must pass; unchanged rows keep their updated_at; a --full-refresh gives the same
+table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from loaders import dbt
+from loaders.connection import DatabaseSettings
+from loaders.land.configurations import load_configurations
+from loaders.land.ddl import ensure_raw_schema
+from loaders.land.tes import load_tes
+from loaders.tes.synthetic import SyntheticSpec, generate
+from tests.cache_oracle import actual_cache, differences, expected_cache
+from tests.conftest import SHARED_SAMPLE, create_database, drop_database
+
+SERVING = ("+refinement_cache +configurations +tes_condition_groupers +tes_reporting_spec_groupers "
+           "+tes_additional_context_groupers +tes_condition_grouper_references "
+           "+tes_unresolved_references")
+SPEC = SyntheticSpec(seed=11, jurisdictions=4, conditions=30, configurations_per_jurisdiction=25)
+
+
+def build(settings: DatabaseSettings, *extra: str, command: str = "build") -> dict:
+    outcome = dbt.run([command, "--select", *SERVING.split(), *extra], settings)
+    results = dbt.run_results()
+    failures = [r["unique_id"] for r in results["results"] if r["status"] in ("fail", "error")]
+    assert outcome.exit_code == 0 and not failures, failures
+    return results
+
+
+@pytest.fixture(scope="module")
+def built(server: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseSettings]:
+    settings = create_database(server, "refinery_models")
+    out = tmp_path_factory.mktemp("synthetic")
+    summary = generate(out, SPEC)
+    with psycopg.connect(settings.conninfo(), autocommit=True) as conn:
+        ensure_raw_schema(conn)
+    load_tes([summary.tes_dir], settings)
+    load_configurations(summary.configurations_file, settings)
+    try:
+        build(settings)
+        yield settings
+    finally:
+        drop_database(server, settings)
+
+
+def test_first_build_matches_python_recomputation(built: DatabaseSettings) -> None:
+    with psycopg.connect(built.conninfo()) as conn:
+        expected = expected_cache(conn)
+        actual = actual_cache(conn)
+        counted = conn.execute("select count(*) from refiner.configurations where is_counted").fetchone()[0]
+        reasons = dict(conn.execute(
+            "select exclusion_reason, count(*) from refiner.configurations "
+            "where not is_counted group by 1").fetchall())
+    assert len(expected) > 50
+    assert differences(expected, actual) == []
+    assert counted == len(actual)
+    # the generator plants inactive, unknown-jurisdiction and missing-grouper configurations
+    assert set(reasons) <= {"inactive", "unknown_jurisdiction", "grouper_not_loaded",
+                            "grouper_has_no_parent", "superseded_by_newer_configuration"}
+
+
+def test_rs_groupers_keep_every_code_system(built: DatabaseSettings) -> None:
+    with psycopg.connect(built.conninfo()) as conn:
+        systems = {row[0] for row in conn.execute(
+            "select distinct jsonb_object_keys(codes_by_system) from refiner.tes_reporting_spec_groupers")}
+        bad_snomed = conn.execute(
+            "select count(*) from refiner.tes_reporting_spec_groupers "
+            "where snomed_code is distinct from coalesce(focus_snomed_code, url_snomed_code)").fetchone()[0]
+    assert {"snomed", "loinc", "icd10", "cvx", "cpt"} <= systems
+    assert bad_snomed == 0
+
+
+def _snapshot(settings: DatabaseSettings) -> dict:
+    with psycopg.connect(settings.conninfo()) as conn:
+        return actual_cache(conn)
+
+
+def test_mutations_then_incremental_build_equals_recomputation_and_full_refresh(
+    built: DatabaseSettings,
+) -> None:
+    before = _snapshot(built)
+    with psycopg.connect(built.conninfo()) as conn:
+        ids = [row[0] for row in conn.execute(
+            "select id from refiner.configurations where is_counted order by id limit 4")]
+        edited, deactivated, deleted, untouched = ids
+        conn.execute("update raw.configurations set loinc_codes = array['99999-9', '12345-6'], "
+                     "updated_at = updated_at + interval '1 day' where id = %s", (edited,))
+        conn.execute("update raw.configurations set is_active = false where id = %s", (deactivated,))
+        conn.execute("delete from raw.configurations where id = %s", (deleted,))
+        # a re-published RS grouper: same url and version, other codes, a newer load
+        url, version, resource = conn.execute(
+            "select t.child_grouper_url, t.child_grouper_version, v.resource "
+            "from refiner.configurations t join raw.tes_valuesets v "
+            "on v.canonical_url = t.child_grouper_url and v.version = t.child_grouper_version "
+            "where t.is_counted and t.id not in (%s, %s, %s, %s) order by t.id limit 1",
+            (edited, deactivated, deleted, untouched)).fetchone()
+        resource["compose"]["include"].append(
+            {"system": "http://hl7.org/fhir/sid/cvx", "concept": [{"code": "REPUBLISHED-1"}]})
+        republish(conn, resource)
+        conn.commit()
+        keys = {row[0]: (row[1], row[2]) for row in conn.execute(
+            "select id, snomed_code, jurisdiction_id from refiner.configurations where id = any(%s)",
+            (ids,))}
+    build(built)
+    after = _snapshot(built)
+    with psycopg.connect(built.conninfo()) as conn:
+        assert differences(expected_cache(conn), after) == []
+    assert keys[deleted] not in after or keys[deleted] in {keys[edited]}
+    assert after[keys[untouched]]["updated_at"] == before[keys[untouched]]["updated_at"]
+    assert after[keys[edited]]["updated_at"] > before[keys[edited]]["updated_at"]
+    assert "99999-9" in after[keys[edited]]["codes_by_system"]["loinc"]
+    changed_by_republish = [k for k, row in after.items()
+                            if "REPUBLISHED-1" in row["aggregated_codes"]]
+    assert changed_by_republish
+    unchanged = [k for k in before.keys() & after.keys()
+                 if before[k]["content_sha256"] == after[k]["content_sha256"]]
+    assert unchanged and all(before[k]["updated_at"] == after[k]["updated_at"] for k in unchanged)
+
+    # a no-op build rewrites nothing
+    build(built, command="run")
+    assert _snapshot(built) == after
+
+    # full refresh gives the same rows (updated_at aside)
+    build(built, "--full-refresh", command="run")
+    refreshed = _snapshot(built)
+    strip = lambda table: {k: {c: v for c, v in row.items() if c != "updated_at"}  # noqa: E731
+                           for k, row in table.items()}
+    assert strip(refreshed) == strip(after)
+    assert url and version
+
+
+def republish(conn: psycopg.Connection, resource: dict) -> None:
+    """Land new content for an existing (url, version) as a newer TES load."""
+    import hashlib
+
+    text = json.dumps(resource, sort_keys=True)
+    load_id = conn.execute("insert into raw.loads (kind, status, finished_at) "
+                           "values ('tes', 'succeeded', now()) returning load_id").fetchone()[0]
+    conn.execute(
+        "insert into raw.tes_valuesets (canonical_url, version, resource, resource_sha256, "
+        "source_file, load_id, last_seen_load_id, loaded_at) "
+        "values (%s, %s, %s::jsonb, %s, 'test', %s, %s, now())",
+        (resource["url"], resource["version"], text, hashlib.sha256(text.encode()).hexdigest(),
+         load_id, load_id))
+
+
+@pytest.mark.skipif(not (SHARED_SAMPLE / "rs-groupers-covid.json").exists(), reason="no shared TES sample")
+def test_real_sample_rs_groupers(server: DatabaseSettings, tmp_path: Path) -> None:
+    """Real RS groupers: the SNOMED code comes from the focus coding (not the id "2316") and
+    CPT and OID-named systems are kept."""
+    settings = create_database(server, "refinery_sample")
+    try:
+        with psycopg.connect(settings.conninfo(), autocommit=True) as conn:
+            ensure_raw_schema(conn)
+        load_tes([SHARED_SAMPLE / "rs-groupers-covid.json"], settings)
+        outcome = dbt.run(["build", "--select", "+tes_reporting_spec_groupers"], settings)
+        assert outcome.exit_code == 0
+        with psycopg.connect(settings.conninfo()) as conn:
+            rows = dict(conn.execute(
+                "select snomed_code, codes_by_system from refiner.tes_reporting_spec_groupers").fetchall())
+        assert set(rows) == {"840539006", "186747009"}
+        covid = rows["840539006"]
+        assert {"snomed", "loinc", "icd10", "cpt"} <= set(covid)
+        assert "urn:oid:2.16.840.1.113883.12.112" in covid
+        assert len(covid["loinc"]) == 189
+    finally:
+        drop_database(server, settings)
