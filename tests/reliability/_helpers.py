@@ -62,6 +62,11 @@ def query(settings: DatabaseSettings, statement: str, params: Any = None) -> lis
         return conn.execute(statement, params).fetchall()
 
 
+def execute(settings: DatabaseSettings, statement: str, params: Any = None) -> None:
+    with connect(settings) as conn:
+        conn.execute(statement, params)
+
+
 def tables(settings: DatabaseSettings, schemas: Sequence[str]) -> list[tuple[str, str]]:
     """(schema, table) of every base table in `schemas`."""
     return [
@@ -158,3 +163,65 @@ def folder_state(folder: Path) -> dict[str, tuple[str, int]]:
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
+
+
+# --- synthetic inputs, mutations and the cache ---------------------------------------------------
+
+
+def synthetic_inputs(folder: Path, *, seed: int = 11) -> tuple[Path, Path]:
+    """Small synthetic TES files and configurations: (tes_dir, configurations_file)."""
+    from loaders.tes.synthetic import SyntheticSpec, generate
+
+    summary = generate(
+        folder,
+        SyntheticSpec(seed=seed, conditions=30, jurisdictions=3, configurations_per_jurisdiction=20),
+    )
+    return summary.tes_dir, summary.configurations_file
+
+
+def mutated_configurations(source: Path, target: Path) -> Path:
+    """A new snapshot: some deactivated, some edited, some deleted, one added."""
+    records = json.loads(source.read_text(encoding="utf-8"))
+    changed: list[dict[str, Any]] = []
+    for number, record in enumerate(records):
+        record = dict(record)
+        if number % 11 == 3:
+            continue  # deleted
+        if number % 5 == 1:
+            record["is_active"] = False
+        if number % 7 == 2:
+            record["loinc_codes"] = [*record.get("loinc_codes", []), "99999-9"]
+            record["updated_at"] = "2030-01-01T00:00:00Z"
+        changed.append(record)
+    added = dict(records[0], id=max(int(r["id"]) for r in records) + 1, jurisdiction_id="TX")
+    changed.append(added)
+    return write_json(target, changed)
+
+
+def cache_rows(settings: DatabaseSettings) -> list[Any]:
+    """refinement_cache without updated_at, in key order."""
+    return [
+        row[0]
+        for row in query(
+            settings,
+            "select to_jsonb(cache) - 'updated_at' from refiner.refinement_cache as cache"
+            " order by cache.snomed_code, cache.jurisdiction_id",
+        )
+    ]
+
+
+def wait_idle(settings: DatabaseSettings, timeout: float = 60) -> None:
+    """Wait until no other session of this database is running a statement."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = query(
+            settings,
+            "select count(*) from pg_stat_activity where datname = current_database()"
+            " and pid <> pg_backend_pid() and state <> 'idle'",
+        )[0][0]
+        if not busy:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the database stayed busy")
