@@ -48,6 +48,11 @@ def profiles_dir() -> Path:
     return generated
 
 
+def target_schema() -> str:
+    """The schema of the serving tables (the profile's `schema`)."""
+    return os.environ.get("REFINERY_SCHEMA", "refiner")
+
+
 def target_path() -> Path:
     return Path(os.environ.get("DBT_TARGET_PATH", project_root() / "target"))
 

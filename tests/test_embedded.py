@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from .conftest import free_port
-from .test_foundation import bare_env, run_cli
+from .conftest import REPO, free_port
+from .test_foundation import CLI, bare_env, run_cli
 
 pytestmark = pytest.mark.embedded
 
@@ -59,3 +61,31 @@ def test_embedded_server_lifecycle(embedded_env: dict[str, str]) -> None:
     assert run_cli(["db", "url"], embedded_env).returncode == 0
     with psycopg.connect(url.stdout.strip()) as conn:
         assert conn.execute("select count(*) from survives_restart").fetchone()[0] == 1
+
+
+def test_demo_runs_on_the_embedded_default(embedded_env: dict[str, str], tmp_path: Path) -> None:
+    """The README's first command, minus the install: `refinery demo` with no server configured."""
+    env = {
+        **embedded_env,
+        "DBT_TARGET_PATH": str(tmp_path / "target"),
+        "DBT_LOG_PATH": str(tmp_path / "logs"),
+    }
+    result = subprocess.run(
+        [*CLI, "demo", "--out", str(tmp_path / "demo")],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "(embedded)" in out
+    assert "Serving tables" in out and "Sanity checks" in out and "demo done" in out
+    rows = dict(re.findall(r"│ (\w+)\s+│\s+([\d,]+) │", out))
+    for table in ("tes_condition_groupers", "tes_reporting_spec_groupers", "refinement_cache"):
+        assert int(rows[table].replace(",", "")) > 0, table
+    assert not re.search(r"│ (FAIL|ERROR) ", out)
+    with psycopg.connect(run_cli(["db", "url"], embedded_env).stdout.strip()) as conn:
+        cache_rows = conn.execute("select count(*) from refiner.refinement_cache").fetchone()[0]
+    assert cache_rows == int(rows["refinement_cache"].replace(",", ""))
