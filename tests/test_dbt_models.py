@@ -164,7 +164,8 @@ def test_real_sample_rs_groupers(server: DatabaseSettings, tmp_path: Path) -> No
         with psycopg.connect(settings.conninfo(), autocommit=True) as conn:
             ensure_raw_schema(conn)
         load_tes([SHARED_SAMPLE / "rs-groupers-covid.json"], settings)
-        outcome = dbt.run(["build", "--select", "+tes_reporting_spec_groupers"], settings)
+        outcome = dbt.run(["build", "--select", "+tes_reporting_spec_groupers",
+                            "--indirect-selection", "cautious"], settings)
         assert outcome.exit_code == 0
         with psycopg.connect(settings.conninfo()) as conn:
             rows = dict(conn.execute(
