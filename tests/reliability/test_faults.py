@@ -394,6 +394,6 @@ def test_build_killed_while_refinement_cache_runs_then_rerun_converges(
     assert full.returncode == 0, full.stdout[-3000:]
     assert converged == cache_rows(settings)
     assert converged != before_kill
-    leftovers = query(settings, "select relname from pg_class where relname like '%%__dbt_tmp%%'"
-                                " or relname like '%%__dbt_backup%%'")
+    leftovers = query(settings, "select relname from pg_class where relkind in ('r', 'v', 'm')"
+                                " and (relname like '%%dbt\\_tmp' or relname like '%%dbt\\_backup')")
     assert leftovers == []
