@@ -6,9 +6,11 @@ refiner_loader writes schema raw and nothing else.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -209,3 +211,30 @@ def test_serving_tables_have_keys_contracts_and_a_gin_index(deployment: Deployme
         assert keys[f"refiner.{grouper}"] == ["canonical_url", "version"]
     assert gin == 1
     assert "aggregated_codes_idx" in plan, plan
+
+
+def test_loader_role_runs_the_loaders(deployment: Deployment, tmp_path: Path) -> None:
+    """`refinery load` works as a least-privilege refiner_loader member (no CREATE needed)."""
+    loader = deployment.logins["refiner_loader"]
+    snapshot = tmp_path / "configurations.json"
+    with psycopg.connect(deployment.admin.conninfo()) as conn:
+        rows = conn.execute(
+            "select id, jurisdiction_id, child_grouper_url, child_grouper_version from raw.configurations"
+        ).fetchall()
+    snapshot.write_text(
+        json.dumps(
+            [
+                {"id": i, "jurisdiction_id": j, "child_grouper_url": u, "child_grouper_version": v}
+                for i, j, u, v in rows
+            ]
+        )
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        _env(patch, loader)
+        assert cli.main(["load", "configurations", str(snapshot)]) == 0
+    with psycopg.connect(deployment.admin.conninfo()) as conn:
+        assert conn.execute("select count(*) from raw.configurations").fetchone()[0] == len(rows)
+        kinds = conn.execute(
+            "select status from raw.loads where kind = 'configurations' order by load_id desc limit 1"
+        ).fetchone()
+    assert kinds == ("succeeded",)

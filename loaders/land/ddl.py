@@ -13,8 +13,26 @@ def raw_schema_sql() -> str:
     return resources.files("loaders.land").joinpath("schema.sql").read_text()
 
 
+RAW_TABLES = ("raw.loads", "raw.tes_valuesets", "raw.configurations", "raw.rejected_records")
+
+
+def raw_schema_exists(conn: psycopg.Connection) -> bool:
+    """Every raw table is there (checked without needing CREATE privileges)."""
+    row = conn.execute(
+        "select bool_and(to_regclass(name) is not null) from unnest(%s::text[]) as t (name)",
+        (list(RAW_TABLES),),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def ensure_raw_schema(conn: psycopg.Connection) -> None:
-    """Create schema `raw` and its tables when missing (safe to run concurrently)."""
+    """Create schema `raw` and its tables when missing (safe to run concurrently).
+
+    When they all exist nothing is executed, so a least-privilege loader role (which may not
+    CREATE in the database) can load into tables the owner created.
+    """
     with conn.transaction():
+        if raw_schema_exists(conn):
+            return
         conn.execute("select pg_advisory_xact_lock(%s)", (RAW_SCHEMA_LOCK,))
         conn.execute(raw_schema_sql())
