@@ -45,29 +45,29 @@ expected as (
     select
         snomed_code,
         jurisdiction_id,
-        'loinc',
-        unnest(loinc_codes)
+        'loinc' as system_key,
+        unnest(loinc_codes) as code
     from counted
     union
     select
         snomed_code,
         jurisdiction_id,
-        'snomed',
-        unnest(snomed_codes)
+        'snomed' as system_key,
+        unnest(snomed_codes) as code
     from counted
     union
     select
         snomed_code,
         jurisdiction_id,
-        'icd10',
-        unnest(icd10_codes)
+        'icd10' as system_key,
+        unnest(icd10_codes) as code
     from counted
     union
     select
         snomed_code,
         jurisdiction_id,
-        'rxnorm',
-        unnest(rxnorm_codes)
+        'rxnorm' as system_key,
+        unnest(rxnorm_codes) as code
     from counted
 
 ),
@@ -75,12 +75,12 @@ expected as (
 actual as (
 
     select
-        cache.snomed_code,
-        cache.jurisdiction_id,
+        cache_rows.snomed_code,
+        cache_rows.jurisdiction_id,
         systems.system_key,
         codes.code
-    from {{ ref('refinement_cache') }} as cache
-    cross join lateral jsonb_each(cache.codes_by_system) as systems (system_key, system_codes)
+    from {{ ref('refinement_cache') }} as cache_rows
+    cross join lateral jsonb_each(cache_rows.codes_by_system) as systems (system_key, system_codes)
     cross join lateral jsonb_array_elements_text(systems.system_codes) as codes (code)
 
 ),
@@ -104,33 +104,42 @@ unexpected as (
 inconsistent as (
 
     select
-        cache.snomed_code,
-        cache.jurisdiction_id,
+        cache_rows.snomed_code,
+        cache_rows.jurisdiction_id,
         null::text as system_key,
         null::text as code
-    from {{ ref('refinement_cache') }} as cache
+    from {{ ref('refinement_cache') }} as cache_rows
     where
-        cache.aggregated_codes is distinct from array(
+        cache_rows.aggregated_codes is distinct from array(
             select distinct codes.code collate "C"
-            from jsonb_each(cache.codes_by_system) as systems (system_key, system_codes)
+            from jsonb_each(cache_rows.codes_by_system) as systems (system_key, system_codes)
             cross join lateral jsonb_array_elements_text(systems.system_codes) as codes (code)
             order by 1
         )::text[]
-        or cache.content_sha256 is distinct from {{ sha256_text('cache.codes_by_system::text') }}
+        or cache_rows.content_sha256 is distinct from {{ sha256_text('cache_rows.codes_by_system::text') }}
 
 )
 
 select
     'missing from cache' as problem,
-    *
+    missing.snomed_code,
+    missing.jurisdiction_id,
+    missing.system_key,
+    missing.code
 from missing
 union all
 select
     'not expected in cache' as problem,
-    *
+    unexpected.snomed_code,
+    unexpected.jurisdiction_id,
+    unexpected.system_key,
+    unexpected.code
 from unexpected
 union all
 select
     'aggregated_codes or content_sha256 disagree with codes_by_system' as problem,
-    *
+    inconsistent.snomed_code,
+    inconsistent.jurisdiction_id,
+    inconsistent.system_key,
+    inconsistent.code
 from inconsistent

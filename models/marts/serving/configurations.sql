@@ -10,7 +10,7 @@ select
     child_grouper_url,
     child_grouper_version,
     display_name_override,
-    configuration_version as version,
+    configuration_version as version,  -- noqa: RF04
     added_loinc_codes as loinc_codes,
     added_snomed_codes as snomed_codes,
     added_icd10_codes as icd10_codes,

@@ -19,6 +19,8 @@
     included), rewrites them (delete+insert on the key), keeps updated_at when the content hash
     did not change, and a post-hook deletes the keys no counted configuration reaches any more.
 -#}
+-- noqa: disable=LT01,LT02,LT05,CV11,ST11,AM06
+-- (the is_incremental() branches defeat the layout rules' view of indentation and joins)
 with
 
 counted as (

@@ -45,7 +45,7 @@ classified as (
         current_content.*,
         coalesce(current_content.resource -> 'meta' -> 'profile', '[]'::jsonb)::text as profiles_text,
         (
-            select focus_coding ->> 'code'
+            select codings.focus_coding ->> 'code'
             from
                 jsonb_array_elements(
                     case
@@ -53,7 +53,7 @@ classified as (
                             then current_content.resource -> 'useContext'
                         else '[]'::jsonb
                     end
-                ) as use_context (context_item)
+                ) with ordinality as use_context (context_item, context_position)
             cross join
                 lateral jsonb_array_elements(
                     case
@@ -61,10 +61,11 @@ classified as (
                             then use_context.context_item -> 'valueCodeableConcept' -> 'coding'
                         else '[]'::jsonb
                     end
-                ) as codings (focus_coding)
+                ) with ordinality as codings (focus_coding, coding_position)
             where
                 use_context.context_item -> 'code' ->> 'code' = 'focus'
                 and codings.focus_coding ->> 'system' = 'http://snomed.info/sct'
+            order by use_context.context_position, codings.coding_position
             limit 1
         ) as focus_snomed_code,
         nullif(substring(current_content.canonical_url from 'rs-grouper-([^/|]+)$'), '') as url_snomed_code
