@@ -11,8 +11,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,7 +47,9 @@ from tests.reliability._helpers import (
 )
 
 KEY = "reliability-key-4e1d"
-CACHE = ("--select", "+refinement_cache")  # the cache, its ancestors and their tests: cheaper builds
+# the cache, its ancestors, their tests and everything the cache's singular tests read: cheaper builds
+CACHE = ("--select", "+refinement_cache", "+assert_refinement_cache_matches_recomputation",
+         "+assert_refinement_cache_populated", "--indirect-selection", "buildable")
 SPEC = synthetic.SyntheticSpec(seed=5, conditions=25, jurisdictions=1, configurations_per_jurisdiction=5)
 
 
@@ -278,11 +282,13 @@ def test_configurations_load_terminated_mid_transaction_keeps_the_old_snapshot(
 
 
 @pytest.fixture(scope="module")
-def throwaway_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseSettings]:
+def throwaway_server() -> Iterator[DatabaseSettings]:
     """An embedded PostgreSQL of our own (REFINERY_HOME in a temporary folder) we may kill."""
     names = ("REFINERY_HOME", "REFINERY_EMBEDDED_PORT")
     saved = {name: os.environ.get(name) for name in names}
-    os.environ["REFINERY_HOME"] = str(tmp_path_factory.mktemp("embedded-home"))
+    # outside pytest's numbered temp folders, which concurrent pytest sessions prune
+    home = Path(tempfile.mkdtemp(prefix="refinery-reliability-embedded-"))
+    os.environ["REFINERY_HOME"] = str(home)
     os.environ["REFINERY_EMBEDDED_PORT"] = str(free_port())
     try:
         state = embedded.up()
@@ -292,6 +298,7 @@ def throwaway_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datab
         yield settings
     finally:
         embedded.down()
+        shutil.rmtree(home, ignore_errors=True)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
