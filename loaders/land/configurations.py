@@ -237,6 +237,8 @@ def _records(path: Path, data: bytes) -> tuple[list[Any], bool]:
         raise InvalidInputError(
             f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from exc
+    except RecursionError as exc:
+        raise InvalidInputError(f"{path}: unreadable JSON: nested too deeply to be configurations") from exc
     if not isinstance(document, list):
         raise InvalidInputError(f"{path}: expected a JSON list of configurations, got {_kind(document)}")
     return document, False

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
@@ -157,6 +158,17 @@ def _contains_nul(value: Any) -> bool:
     return False
 
 
+def _contains_infinity(value: Any) -> bool:
+    """A float literal too large for a double (parsed as inf) anywhere in the record."""
+    if isinstance(value, float):
+        return math.isinf(value)
+    if isinstance(value, dict):
+        return any(_contains_infinity(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_contains_infinity(item) for item in value)
+    return False
+
+
 def _codes_ok(concepts: list[Any]) -> bool:
     """Fast path (C-level loops): every concept is an object with a non-empty string code."""
     try:
@@ -209,8 +221,14 @@ def _key(record: dict[str, Any]) -> str | None:
     return _printable(f"{url if url is not None else '?'}|{version if version is not None else '?'}")
 
 
-def _printable(text: str) -> str:
-    return text.replace("\x00", "\\u0000")
+def _printable(text: str, limit: int = 300) -> str:
+    """Safe for a one-line message: NUL spelled out, very long keys shortened."""
+    text = text.replace("\x00", "\\u0000")
+    return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]}"
+
+
+# raw.tes_valuesets indexes (canonical_url, version): a btree entry holds at most ~2.7 KB.
+MAX_KEY_CHARACTERS = 2000
 
 
 def check_valueset(record: Any) -> str | None:
@@ -228,6 +246,8 @@ def check_valueset(record: Any) -> str | None:
     version = record.get("version")
     if not isinstance(version, str) or not version.strip():
         return "ValueSet has no version"
+    if len(url) + len(version) > MAX_KEY_CHARACTERS:
+        return f"ValueSet url|version is longer than {MAX_KEY_CHARACTERS} characters"
     if "compose" in record:
         return _compose_problem(record["compose"])
     return None
@@ -245,10 +265,14 @@ class _FloatSpy:
 
     def __init__(self) -> None:
         self.seen = False
+        self.out_of_range = False
 
     def __call__(self, literal: str) -> float:
         self.seen = True
-        return float(literal)
+        value = float(literal)
+        if math.isinf(value):
+            self.out_of_range = True
+        return value
 
 
 def _parse(data: bytes, spy: _FloatSpy) -> Any:
@@ -316,8 +340,12 @@ class TesFile:
             raise FileRejected(Rejection(self.source, None, None, reason)) from exc
         except (UnicodeDecodeError, ValueError) as exc:
             raise FileRejected(Rejection(self.source, None, None, f"unreadable JSON: {exc}")) from exc
+        except RecursionError as exc:
+            reason = "unreadable JSON: nested too deeply to be TES data"
+            raise FileRejected(Rejection(self.source, None, None, reason)) from exc
         del data
         self._has_floats = spy.seen
+        self._out_of_range = spy.out_of_range
         self._records = _records_of(document, self.source)
         self.count = len(self._records)
 
@@ -339,6 +367,11 @@ class TesFile:
         key = _key(record) if isinstance(record, dict) else None
         if problem is not None:
             return Rejection(self.source, index, key, problem, _record_text(record))
+        if self._out_of_range and _contains_infinity(record):
+            return Rejection(
+                self.source, index, key, "holds a number out of range (PostgreSQL jsonb cannot store it)",
+                _record_text(record),
+            )
         try:
             data = canonical_bytes(record, has_floats=self._has_floats)
         except UnicodeEncodeError:

@@ -17,8 +17,8 @@ Decisions documented here (and in README "Reliability"):
   very long titles, a UTF-8 BOM and hostile strings are data: they load as received.
 - Strings PostgreSQL cannot index (an incompressible url|version of several KB), numbers beyond
   what JSON/jsonb or the column type hold, and absurdly deep nesting must be refused clearly
-  like any other bad record (some are still open defects of the loaders: `xfail(strict=True)`
-  cases below, each with the reason).
+  like any other bad record (a case may carry `known_defect` to mark an open defect as
+  `xfail(strict=True)`; none does today).
 """
 
 from __future__ import annotations
@@ -226,23 +226,15 @@ TES_CASES: dict[str, Bad] = {
     "terminal escape in the url": Bad("tes", _second(_edit(lambda r: (r.update(url="u/\u001b[2J"),
                                                                       r.pop("version")))),
                                       "has no version", record=1),
-    # refused, but not yet cleanly (open defects in loaders/land/reader.py and tes.py)
+    # pathological but refused cleanly: deep nesting, out-of-range numbers, over-long keys
     "nesting 100,000 deep": Bad(
-        "tes", _text("deep.json", "[" * 100_000 + "]" * 100_000), "JSON",
-        known_defect="loaders/land/reader.py TesFile: json.loads raises RecursionError (not caught:"
-                     " traceback, exit 1)"),
+        "tes", _text("deep.json", "[" * 100_000 + "]" * 100_000), "JSON"),
     "number overflowing a double": Bad(
         "tes", _raw_second('{"resourceType": "ValueSet", "url": "u", "version": "1", "x": 1e400}'),
-        "record 1",
-        known_defect="loaders/land/reader.py: 1e400 parses to inf, is written as Infinity and"
-                     " refused by jsonb at INSERT: exit 1 'invalid input syntax for type json',"
-                     " file and record not named"),
+        "record 1"),
     "incompressible 10 KB url": Bad(
         "tes", _second(_edit(lambda r: r.update(url=f"{TES}/{secrets.token_hex(5000)}"))), "url",
-        record=1,
-        known_defect="raw.tes_valuesets btree indexes cannot hold a url|version of ~8 KB: exit 1"
-                     " 'index row requires ... bytes', file and record not named; the reader"
-                     " should refuse over-long url/version as a bad record"),
+        record=1),
 }
 
 
@@ -333,9 +325,7 @@ CONFIGURATION_CASES: dict[str, Bad] = {
     "version beyond integer": Bad("configurations", _configs(_configuration(version=2**40)), "version",
                                   record=1),
     "nesting 100,000 deep": Bad(
-        "configurations", _text("deep.json", "[" * 100_000 + "]" * 100_000), "JSON",
-        known_defect="loaders/land/configurations.py _records: json.loads raises RecursionError"
-                     " (not caught: traceback, exit 1)"),
+        "configurations", _text("deep.json", "[" * 100_000 + "]" * 100_000), "JSON"),
 }
 
 BAD_CASES = {f"tes: {k}": v for k, v in TES_CASES.items()} | {
