@@ -28,6 +28,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="generated data and dbt artifacts (default: a temporary folder)")
     parser.add_argument("--lookups", type=int, default=10_000, help="cache lookups timed (default 10000)")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark databases")
+    parser.add_argument("--working-tree", action="store_true",
+                        help="benchmark the dbt project as it is on disk (default: the committed HEAD)")
     return parser.parse_args(argv)
 
 
@@ -46,11 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.workdir is not None:
             result = run_scale(args.scale, runs, args.workdir, lookup_count=args.lookups,
-                               keep=args.keep, log=log)
+                               keep=args.keep, working_tree=args.working_tree, log=log)
         else:
             with tempfile.TemporaryDirectory(prefix="refinery-bench-") as tmp:
                 result = run_scale(args.scale, runs, Path(tmp), lookup_count=args.lookups,
-                                   keep=args.keep, log=log)
+                                   keep=args.keep, working_tree=args.working_tree, log=log)
     except RefineryError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -14,13 +14,14 @@ from typing import Any
 from loaders import connection
 from loaders import dbt as refinery_dbt
 from loaders.connection import DatabaseSettings
+from loaders.errors import RefineryError
 from loaders.paths import project_root
 
 CACHE_NODE = "refinement_cache"
 CACHE_RELATION = "refiner.refinement_cache"
 
 
-class BenchError(RuntimeError):
+class BenchError(RefineryError):
     """A step of the benchmark failed (the message names the step)."""
 
 
@@ -123,20 +124,23 @@ PROJECT_PARTS = ("dbt_project.yml", "profiles.yml.example", "profiles.yml", "mod
                  "seeds", "snapshots", "analyses", "tests/dbt")
 
 
-def snapshot_project(dest: Path, extra_jurisdictions: Sequence[str] = ()) -> Path:
-    """A copy of the dbt project to benchmark (stable while others edit the working tree), with
-    `extra_jurisdictions` appended to its jurisdictions seed the way the README tells operators to
-    add local ones (the large scale has 500 synthetic jurisdictions; the seed lists 56)."""
+def snapshot_project(dest: Path, extra_jurisdictions: Sequence[str] = (), *,
+                     working_tree: bool = False) -> Path:
+    """A copy of the dbt project to benchmark: the committed HEAD (reproducible, and stable while
+    others edit the working tree) or, with `working_tree`, the files as they are now. The large
+    scale appends its synthetic jurisdictions to the copy's seed, the way the README tells
+    operators to add local ones (it has 500; the seed lists 56)."""
     root = project_root()
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for part in PROJECT_PARTS:
-        source = root / part
-        if source.is_dir():
-            shutil.copytree(source, dest / part)
-        elif source.exists():
-            shutil.copy2(source, dest / part)
+    if working_tree or not _export_head(root, dest):
+        for part in PROJECT_PARTS:
+            source = root / part
+            if source.is_dir():
+                shutil.copytree(source, dest / part)
+            elif source.exists():
+                shutil.copy2(source, dest / part)
     seed = dest / "seeds" / "jurisdictions.csv"
     if extra_jurisdictions:
         states = [ident for ident, _, state in jurisdictions(seed) if state == ident]
@@ -146,6 +150,27 @@ def snapshot_project(dest: Path, extra_jurisdictions: Sequence[str] = ()) -> Pat
                 writer.writerow([ident, f"Synthetic local health department {ident}",
                                  states[number % len(states)]])
     return dest
+
+
+def _export_head(root: Path, dest: Path) -> bool:
+    """`git archive HEAD` of the project's dbt files into `dest`; False when git cannot."""
+    import subprocess
+    import tarfile
+
+    tracked = subprocess.run(["git", "ls-files", "--", *PROJECT_PARTS], cwd=root,
+                             capture_output=True, text=True, check=False)
+    if tracked.returncode != 0 or not tracked.stdout.strip():
+        return False
+    archive = dest / ".head.tar"
+    done = subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), "HEAD", "--",
+                           *[p for p in PROJECT_PARTS if (root / p).exists()]],
+                          cwd=root, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return False
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    archive.unlink()
+    return (dest / "dbt_project.yml").exists()
 
 
 def uncommitted_project_changes() -> bool | None:

@@ -255,7 +255,7 @@ def medians(runs: list[RunOutcome]) -> dict[str, float]:
 
 
 def run_scale(scale: str, runs: int, workdir: Path, *, lookup_count: int = 10_000,
-              keep: bool = False, log: Log = print) -> dict[str, Any]:
+              keep: bool = False, working_tree: bool = False, log: Log = print) -> dict[str, Any]:
     """Every run of one scale; the result document written to `<scale>.json`."""
     admin = server_settings()
     started = time.perf_counter()
@@ -268,7 +268,7 @@ def run_scale(scale: str, runs: int, workdir: Path, *, lookup_count: int = 10_00
     if wanted:
         log(f"   {len(wanted)} synthetic jurisdictions appended to the benchmarked project's seed")
     dirty = project.uncommitted_project_changes()
-    project_dir = project.snapshot_project(workdir / "project", wanted)
+    project_dir = project.snapshot_project(workdir / "project", wanted, working_tree=working_tree)
     outcomes: list[RunOutcome] = []
     with dbt_paths(workdir / "dbt", project_dir):
         for index in range(runs):
@@ -280,7 +280,8 @@ def run_scale(scale: str, runs: int, workdir: Path, *, lookup_count: int = 10_00
         "dataset": dataset.describe(),
         "environment": environment(admin),
         "elapsed_s": time.perf_counter() - started,
-        "project_uncommitted_changes": dirty,
+        "project_source": "working tree" if working_tree else "git HEAD",
+        "project_uncommitted_changes": dirty if working_tree else False,
         "jurisdictions_added_to_seed": len(wanted),
         "median": medians(outcomes),
         "per_run": [o.metrics for o in outcomes],

@@ -10,6 +10,7 @@
 --   * every insert/update/delete of a configuration upserts one refinement_cache row, taking the
 --     base codes from ONE parent (limit 1) plus the configuration's additions, de-duplicated;
 --   * deleting a configuration recomputes its row without additions instead of removing it.
+-- (`-- noqa: RF04`: the original's column names, kept.)
 -- Changed only so that the two designs are functionally comparable on the same data:
 --   * the RS grouper's snomed_code comes from its useContext focus (set by the seeder), not the
 --     ValueSet id — the original's id-derived code never matches a real condition code;
@@ -22,7 +23,7 @@ set search_path = original;
 
 create table jurisdictions (
     id text primary key,
-    name text not null,
+    name text not null,  -- noqa: RF04
     state_code text,
     created_at timestamptz default current_timestamp,
     updated_at timestamptz default current_timestamp
@@ -30,7 +31,7 @@ create table jurisdictions (
 
 create table tes_condition_groupers (
     canonical_url text not null,
-    version text not null,
+    version text not null,  -- noqa: RF04
     display_name text not null,
     loinc_codes jsonb,
     snomed_codes jsonb,
@@ -43,7 +44,7 @@ create table tes_condition_groupers (
 
 create table tes_reporting_spec_groupers (
     canonical_url text not null,
-    version text not null,
+    version text not null,  -- noqa: RF04
     display_name text,
     snomed_code text not null,
     loinc_codes jsonb,
@@ -76,7 +77,7 @@ create table configurations (
     child_grouper_url text not null,
     child_grouper_version text not null,
     display_name_override text,
-    version text,
+    version text,  -- noqa: RF04
     loinc_codes jsonb,
     snomed_codes jsonb,
     icd10_codes jsonb,
@@ -92,7 +93,7 @@ create table configurations (
 create table refinement_cache (
     snomed_code text not null,
     jurisdiction_id text not null,
-    aggregated_codes text [] not null,
+    aggregated_codes text[] not null,
     source_details jsonb not null,
     created_at timestamptz default current_timestamp,
     updated_at timestamptz default current_timestamp,
