@@ -19,12 +19,14 @@
 {#-
     Merge sorted `extras` (distinct, none of them in `base`) into sorted `base`. Each extra is
     placed after the base elements that sort before it; the pieces are joined as text with the
-    unit separator (chr(31)), which codes never contain (checked: otherwise a plain sort).
+    unit separator (chr(31)), which codes practically never contain: `separator_in_base` is a
+    boolean expression saying whether base holds one (precomputed once per base), the extras
+    are checked here; either way a plain sort takes over.
 -#}
-{% macro sorted_merge(base, extras) -%}
+{% macro sorted_merge(base, extras, separator_in_base) -%}
     case
         when cardinality({{ extras }}) = 0 then {{ base }}
-        when strpos(array_to_string({{ base }} || {{ extras }}, ''), chr(31)) > 0
+        when {{ separator_in_base }} or strpos(array_to_string({{ extras }}, ''), chr(31)) > 0
             then array(
                 select merged_codes.code
                 from unnest({{ base }} || {{ extras }}) as merged_codes (code)

@@ -91,5 +91,6 @@ combined as (
 
 select
     *,
-    {{ sha256_text('base_codes_by_system::text') }} as base_sha256
+    {{ sha256_text('base_codes_by_system::text') }} as base_sha256,
+    strpos(array_to_string(base_codes, ''), chr(31)) > 0 as base_has_unit_separator
 from combined

@@ -120,7 +120,8 @@ affected_bases as materialized (
         {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
         base_arrays.base_{{ short_name }}_codes[:] as base_{{ short_name }}_codes,
         {%- endfor %}
-        base_arrays.base_sha256
+        base_arrays.base_sha256,
+        base_arrays.base_has_unit_separator
     from {{ ref('int_rs_grouper_parent_codes') }} as base_arrays
     where exists (
         select 1
@@ -132,7 +133,7 @@ affected_bases as materialized (
 
 ),
 
-extras as (
+extras as materialized (
 
     -- the added codes each row's base lacks, per system and overall (most rows: a few or none)
     select
@@ -142,6 +143,7 @@ extras as (
         bases.base_codes,
         bases.base_codes_by_system,
         bases.base_sha256,
+        bases.base_has_unit_separator,
         {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
         bases.base_{{ short_name }}_codes,
         {{ sorted_missing('affected.added_' ~ short_name ~ '_codes', 'bases.base_' ~ short_name ~ '_codes') }}
@@ -164,14 +166,14 @@ extras as (
 
 ),
 
-merged as (
+merged as materialized (
 
     select
         snomed_code,
         jurisdiction_id,
         source_details,
         base_sha256,
-        {{ sorted_merge('base_codes', 'extra_codes') }} as aggregated_codes,
+        {{ sorted_merge('base_codes', 'extra_codes', 'base_has_unit_separator') }} as aggregated_codes,
         case
             when
                 cardinality(extra_loinc_codes) + cardinality(extra_snomed_codes)
@@ -182,7 +184,7 @@ merged as (
                 '{{ short_name }}',
                 case
                     when cardinality(extra_{{ short_name }}_codes) > 0
-                        then to_jsonb({{ sorted_merge('base_' ~ short_name ~ '_codes', 'extra_' ~ short_name ~ '_codes') }})
+                        then to_jsonb({{ sorted_merge('base_' ~ short_name ~ '_codes', 'extra_' ~ short_name ~ '_codes', 'base_has_unit_separator') }})
                 end{{ ',' if not loop.last }}
                 {%- endfor %}
             ))
