@@ -56,6 +56,8 @@ desired as (
 
     select
         counted.*,
+        bases.parent_groupers,
+        bases.base_sha256,
         jsonb_build_object(
             'configuration_id', counted.configuration_id,
             'configuration_sha256', counted.configuration_sha256,
@@ -74,7 +76,7 @@ desired as (
 
 {% if is_incremental() %}
 
-current_rows as (
+current_rows as not materialized (
 
     select
         snomed_code,
@@ -94,7 +96,16 @@ affected as (
         on
             desired.snomed_code = current_rows.snomed_code
             and desired.jurisdiction_id = current_rows.jurisdiction_id
-    where current_rows.source_details is distinct from desired.source_details
+    -- = "source_details is distinct from desired.source_details", compared key by key (the
+    -- stored object holds exactly these keys): no jsonb object is built for unchanged rows
+    where
+        current_rows.snomed_code is null
+        or (current_rows.source_details -> 'configuration_id') is distinct from to_jsonb(desired.configuration_id)
+        or (current_rows.source_details ->> 'configuration_sha256') is distinct from desired.configuration_sha256
+        or (current_rows.source_details ->> 'parents_codes_sha256') is distinct from desired.base_sha256
+        or (current_rows.source_details ->> 'child_grouper_url') is distinct from desired.child_grouper_url
+        or (current_rows.source_details ->> 'child_grouper_version') is distinct from desired.child_grouper_version
+        or (current_rows.source_details -> 'parent_groupers') is distinct from desired.parent_groupers
 
 ),
 
