@@ -4,7 +4,6 @@
     incremental_strategy='delete+insert',
     unique_key=['snomed_code', 'jurisdiction_id'],
     on_schema_change='fail',
-    indexes=[{'columns': ['snomed_code', 'jurisdiction_id'], 'unique': true}],
     post_hook=["{{ refinement_cache_delete_stale() }}"],
 ) }}
 {#-
