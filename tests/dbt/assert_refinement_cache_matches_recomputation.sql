@@ -50,7 +50,8 @@ parent_system_sets as (
         child_grouper_version,
         system_key,
         count(*) as code_count,
-        sum(hashtextextended(code, 0)) as code_hash_sum
+        sum(hashtextextended(code, 0)) as code_hash_sum,
+        array_agg(code) as codes
     from parent_codes
     group by child_grouper_url, child_grouper_version, system_key
 
@@ -62,7 +63,8 @@ parent_all_sets as (
         child_grouper_url,
         child_grouper_version,
         count(*) as code_count,
-        sum(hashtextextended(code, 0)) as code_hash_sum
+        sum(hashtextextended(code, 0)) as code_hash_sum,
+        array_agg(code) as codes
     from (
         select distinct
             child_grouper_url,
@@ -126,16 +128,12 @@ expected_parts as (
         count(*) as code_count,
         sum(hashtextextended(additions.code, 0)) as code_hash_sum
     from additions
-    where
-        not exists (
-            select 1
-            from parent_codes
-            where
-                parent_codes.child_grouper_url = additions.child_grouper_url
-                and parent_codes.child_grouper_version = additions.child_grouper_version
-                and parent_codes.system_key = additions.system_key
-                and parent_codes.code = additions.code
-        )
+    left join parent_system_sets
+        on
+            additions.child_grouper_url = parent_system_sets.child_grouper_url
+            and additions.child_grouper_version = parent_system_sets.child_grouper_version
+            and additions.system_key = parent_system_sets.system_key
+    where not coalesce(additions.code = any(parent_system_sets.codes), false)
     group by additions.snomed_code, additions.jurisdiction_id, additions.system_key
 
 ),
@@ -186,14 +184,11 @@ expected_all_parts as (
             additions.jurisdiction_id,
             additions.code
         from additions
-        where not exists (
-            select 1
-            from parent_codes
-            where
-                parent_codes.child_grouper_url = additions.child_grouper_url
-                and parent_codes.child_grouper_version = additions.child_grouper_version
-                and parent_codes.code = additions.code
-        )
+        left join parent_all_sets
+            on
+                additions.child_grouper_url = parent_all_sets.child_grouper_url
+                and additions.child_grouper_version = parent_all_sets.child_grouper_version
+        where not coalesce(additions.code = any(parent_all_sets.codes), false)
     ) as new_codes
     group by new_codes.snomed_code, new_codes.jurisdiction_id
 
