@@ -7,8 +7,8 @@ Order: `DATABASE_URL`; else the libpq variables (`PGHOST`, `PGPORT`, `PGUSER`, `
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from urllib.parse import quote
 
@@ -17,6 +17,7 @@ from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 
 from loaders import embedded
+from loaders.environ import scoped_environ
 from loaders.errors import ConfigurationError
 
 PG_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
@@ -182,16 +183,6 @@ def ensure_database(settings: DatabaseSettings) -> None:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(settings.dbname)))
 
 
-@contextmanager
-def dbt_environment(settings: DatabaseSettings) -> Iterator[None]:
+def dbt_environment(settings: DatabaseSettings) -> AbstractContextManager[None]:
     """Expose the settings to dbt's profile for the duration of one dbt invocation."""
-    saved = {name: os.environ.get(name) for name in PG_VARIABLES}
-    os.environ.update(settings.dbt_env())
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return scoped_environ(settings.dbt_env())

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from loaders import connection
 from loaders.connection import DatabaseSettings
+from loaders.environ import scoped_environ
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_SAMPLE = REPO.parent / "shared" / "tes-sample"
@@ -55,20 +56,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseSetting
     from loaders import embedded
 
     home = tmp_path_factory.mktemp("embedded-home")
-    saved = {k: os.environ.get(k) for k in ("REFINERY_HOME", "REFINERY_EMBEDDED_PORT")}
-    os.environ["REFINERY_HOME"] = str(home)
-    os.environ["REFINERY_EMBEDDED_PORT"] = str(free_port())
-    try:
-        state = embedded.up()
-        assert state.port is not None
-        yield connection.embedded_settings(state.port).with_database("postgres")
-    finally:
-        embedded.down()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with scoped_environ({"REFINERY_HOME": str(home), "REFINERY_EMBEDDED_PORT": str(free_port())}):
+        try:
+            state = embedded.up()
+            assert state.port is not None
+            yield connection.embedded_settings(state.port).with_database("postgres")
+        finally:
+            embedded.down()
 
 
 def create_database(admin: DatabaseSettings, prefix: str = "refinery_test") -> DatabaseSettings:
@@ -109,18 +103,14 @@ def fresh_database(server: DatabaseSettings) -> Iterator[DatabaseSettings]:
 def _isolated_dbt_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep this session's dbt artifacts and logs out of the shared `target/`."""
     base = tmp_path_factory.mktemp("dbt")
-    saved = {
-        k: os.environ.get(k) for k in ("DBT_TARGET_PATH", "DBT_LOG_PATH", "DBT_SEND_ANONYMOUS_USAGE_STATS")
-    }
-    os.environ["DBT_TARGET_PATH"] = str(base / "target")
-    os.environ["DBT_LOG_PATH"] = str(base / "logs")
-    os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with scoped_environ(
+        {
+            "DBT_TARGET_PATH": str(base / "target"),
+            "DBT_LOG_PATH": str(base / "logs"),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        }
+    ):
+        yield
 
 
 def env_for(settings: DatabaseSettings) -> dict[str, str]:
