@@ -22,6 +22,7 @@ from bench import trigger_design as td
 from bench.data import Dataset
 from loaders import connection
 from loaders.connection import DatabaseSettings
+from loaders.environ import scoped_environ
 from loaders.tes.synthetic import UNKNOWN_JURISDICTION
 
 Log = Any  # a callable taking one str
@@ -60,21 +61,15 @@ def fresh_database(admin: DatabaseSettings, scale: str, keep: bool = False) -> I
 @contextmanager
 def dbt_paths(folder: Path, project_dir: Path) -> Iterator[None]:
     """Point dbt's target/ and logs/ at the bench's own folder, and the project at its snapshot."""
-    names = ("DBT_TARGET_PATH", "DBT_LOG_PATH", "DBT_SEND_ANONYMOUS_USAGE_STATS",
-             "REFINERY_PROJECT_DIR")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ["REFINERY_PROJECT_DIR"] = str(project_dir)
-    os.environ["DBT_TARGET_PATH"] = str(folder / "target")
-    os.environ["DBT_LOG_PATH"] = str(folder / "logs")
-    os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
-    try:
+    with scoped_environ(
+        {
+            "REFINERY_PROJECT_DIR": str(project_dir),
+            "DBT_TARGET_PATH": str(folder / "target"),
+            "DBT_LOG_PATH": str(folder / "logs"),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        }
+    ):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _codes_agreement(trigger: dict[tuple[str, str], set[str]],

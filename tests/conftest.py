@@ -130,3 +130,15 @@ def use_database(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("DATABASE_URL", settings.url(show_password=True))
 
     return apply
+
+
+def can_execute(settings: DatabaseSettings, statement: str) -> bool:
+    """Run one statement as `settings`' user, rolled back; False when PostgreSQL denies the privilege."""
+    with psycopg.connect(settings.conninfo()) as conn:
+        try:
+            conn.execute(statement)
+        except psycopg.errors.InsufficientPrivilege:
+            return False
+        finally:
+            conn.rollback()
+    return True

@@ -19,7 +19,7 @@ from psycopg import sql
 from loaders import cli, dbt
 from loaders.connection import DatabaseSettings
 from loaders.tes.synthetic import SyntheticSpec, generate
-from tests.conftest import create_database, drop_database
+from tests.conftest import can_execute, create_database, drop_database
 
 SPEC = SyntheticSpec(seed=5, jurisdictions=2, releases=2, conditions=8, configurations_per_jurisdiction=6)
 ROLES = ("refiner_app", "refiner_analyst", "refiner_loader")
@@ -73,16 +73,6 @@ def deployment(
                     conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(settings.user)))
 
 
-def _can(settings: DatabaseSettings, statement: str) -> bool:
-    """Run one statement as the login (rolled back); False when PostgreSQL denies the privilege."""
-    with psycopg.connect(settings.conninfo()) as conn:
-        try:
-            conn.execute(statement)
-        except psycopg.errors.InsufficientPrivilege:
-            return False
-        finally:
-            conn.rollback()
-    return True
 
 
 def _count(settings: DatabaseSettings, relation: str) -> int:
@@ -109,7 +99,7 @@ def test_app_reads_serving_tables_only(deployment: Deployment) -> None:
         "refiner.jurisdictions",
         "refiner.code_systems",
     ):
-        assert _can(app, f"select 1 from {serving} limit 1"), serving
+        assert can_execute(app, f"select 1 from {serving} limit 1"), serving
     for forbidden in (
         "raw.tes_valuesets",
         "raw.configurations",
@@ -119,9 +109,9 @@ def test_app_reads_serving_tables_only(deployment: Deployment) -> None:
         "refiner.jurisdiction_coverage",
         "refiner_snapshots.refinement_cache_snapshot",
     ):
-        assert not _can(app, f"select 1 from {forbidden} limit 1"), forbidden
-    assert not _can(app, "delete from refiner.refinement_cache")
-    assert not _can(app, "create table refiner.app_scratch (x int)")
+        assert not can_execute(app, f"select 1 from {forbidden} limit 1"), forbidden
+    assert not can_execute(app, "delete from refiner.refinement_cache")
+    assert not can_execute(app, "create table refiner.app_scratch (x int)")
 
 
 def test_analyst_reads_marts_and_snapshots_not_raw(deployment: Deployment) -> None:
@@ -136,19 +126,19 @@ def test_analyst_reads_marts_and_snapshots_not_raw(deployment: Deployment) -> No
         "refiner_snapshots.configurations_snapshot",
         "refiner_snapshots.tes_condition_groupers_snapshot",
     ):
-        assert _can(analyst, f"select 1 from {readable} limit 1"), readable
+        assert can_execute(analyst, f"select 1 from {readable} limit 1"), readable
     for forbidden in ("raw.tes_valuesets", "raw.loads", "refiner_staging.stg_tes__concepts"):
-        assert not _can(analyst, f"select 1 from {forbidden} limit 1"), forbidden
-    assert not _can(analyst, "update refiner.tes_release_changes set added_count = 0")
-    assert not _can(analyst, "delete from refiner_snapshots.configurations_snapshot")
+        assert not can_execute(analyst, f"select 1 from {forbidden} limit 1"), forbidden
+    assert not can_execute(analyst, "update refiner.tes_release_changes set added_count = 0")
+    assert not can_execute(analyst, "delete from refiner_snapshots.configurations_snapshot")
 
 
 def test_loader_writes_raw_only(deployment: Deployment) -> None:
     loader = deployment.logins["refiner_loader"]
-    assert _can(loader, "insert into raw.loads (kind, status) values ('tes', 'running')")
-    assert _can(loader, "update raw.tes_valuesets set last_seen_load_id = last_seen_load_id")
-    assert _can(loader, "delete from raw.configurations")
-    assert _can(loader, "select count(*) from raw.rejected_records")
+    assert can_execute(loader, "insert into raw.loads (kind, status) values ('tes', 'running')")
+    assert can_execute(loader, "update raw.tes_valuesets set last_seen_load_id = last_seen_load_id")
+    assert can_execute(loader, "delete from raw.configurations")
+    assert can_execute(loader, "select count(*) from raw.rejected_records")
     for forbidden in (
         "select 1 from refiner.refinement_cache limit 1",
         "delete from refiner.refinement_cache",
@@ -157,7 +147,7 @@ def test_loader_writes_raw_only(deployment: Deployment) -> None:
         "select 1 from refiner_staging.stg_tes__valuesets limit 1",
         "create table refiner.loader_scratch (x int)",
     ):
-        assert not _can(loader, forbidden), forbidden
+        assert not can_execute(loader, forbidden), forbidden
 
 
 def test_grants_survive_a_full_refresh_and_roles_macro_is_idempotent(
@@ -169,7 +159,7 @@ def test_grants_survive_a_full_refresh_and_roles_macro_is_idempotent(
         outcome = dbt.run(["run-operation", "create_roles"], deployment.admin)
         assert outcome.exit_code == 0
     assert _count(deployment.logins["refiner_app"], "refiner.refinement_cache") > 0
-    assert not _can(deployment.logins["refiner_app"], "select 1 from raw.loads limit 1")
+    assert not can_execute(deployment.logins["refiner_app"], "select 1 from raw.loads limit 1")
 
 
 

@@ -26,7 +26,7 @@ from psycopg import sql
 from loaders.connection import DatabaseSettings
 from loaders.tes import classify, synthetic
 from loaders.tes.fake_server import FakeTES
-from tests.conftest import REPO
+from tests.conftest import REPO, can_execute
 from tests.reliability._helpers import connect, query, refinery, tables, write_json
 
 KEY = f"tes-key-{secrets.token_hex(12)}"
@@ -178,15 +178,6 @@ def logins(synced: Synced, server: DatabaseSettings) -> Iterator[dict[str, Datab
                 admin.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(settings.user)))
 
 
-def _can(settings: DatabaseSettings, statement: str) -> bool:
-    with psycopg.connect(settings.conninfo()) as conn:
-        try:
-            conn.execute(statement)
-        except psycopg.errors.InsufficientPrivilege:
-            return False
-        finally:
-            conn.rollback()
-    return True
 
 
 def _grant_takes_effect(settings: DatabaseSettings) -> bool:
@@ -210,18 +201,18 @@ def test_a_role_cannot_step_outside_its_grants(role: str, logins: dict[str, Data
     me = logins[role]
     others = [other for other in ("refiner_app", "refiner_analyst", "refiner_loader") if other != role]
     for other in others:
-        assert not _can(me, f"set role {other}"), other
-        assert not _can(me, f"grant {other} to {me.user}"), other
-    assert not _can(me, "create table public.scratch (x int)")
-    assert not _can(me, "create schema scratch")
-    assert not _can(me, "create table refiner.scratch (x int)")
-    assert not _can(me, "alter table refiner.refinement_cache add column x int")
+        assert not can_execute(me, f"set role {other}"), other
+        assert not can_execute(me, f"grant {other} to {me.user}"), other
+    assert not can_execute(me, "create table public.scratch (x int)")
+    assert not can_execute(me, "create schema scratch")
+    assert not can_execute(me, "create table refiner.scratch (x int)")
+    assert not can_execute(me, "alter table refiner.refinement_cache add column x int")
     assert not _grant_takes_effect(me)
-    assert not _can(me, "truncate refiner.refinement_cache")
-    assert not _can(me, "drop table raw.loads")
-    assert not _can(me, "select rolpassword from pg_authid limit 1")
-    assert not _can(me, "copy raw.loads to '/tmp/refinery-escape.csv'")
-    assert not _can(me, "select pg_read_file('/etc/hostname')")
+    assert not can_execute(me, "truncate refiner.refinement_cache")
+    assert not can_execute(me, "drop table raw.loads")
+    assert not can_execute(me, "select rolpassword from pg_authid limit 1")
+    assert not can_execute(me, "copy raw.loads to '/tmp/refinery-escape.csv'")
+    assert not can_execute(me, "select pg_read_file('/etc/hostname')")
 
 
 # --- secrets files and the dependency audit --------------------------------------------------------------
