@@ -24,12 +24,17 @@ ADDED = {"loinc_codes": "loinc", "snomed_codes": "snomed", "icd10_codes": "icd10
 
 @dataclass(frozen=True)
 class CacheRow:
+    """A cache row in its documented order: the parents' codes sorted bytewise, then the added
+    codes the parents lack, sorted bytewise (per system in codes_by_system, overall in
+    aggregated_codes)."""
+
     configuration_id: int
     codes_by_system: dict[str, list[str]]
+    aggregated_codes: list[str]
 
-    @property
-    def aggregated_codes(self) -> list[str]:
-        return sorted({code for codes in self.codes_by_system.values() for code in codes})
+
+def _ordered(base: set[str], added: set[str]) -> list[str]:
+    return sorted(base) + sorted(added - base)
 
 
 def _system_keys() -> dict[str, str]:
@@ -128,15 +133,19 @@ def expected_cache(conn: psycopg.Connection) -> dict[tuple[str, str], CacheRow]:
 
     expected: dict[tuple[str, str], CacheRow] = {}
     for key, (_, config_id, record) in winners.items():
-        pairs: set[tuple[str, str]] = set()
+        base: set[tuple[str, str]] = set()
         for parent in parents[record["child"]]:
-            pairs |= condition_codes[parent]
+            base |= condition_codes[parent]
+        added: set[tuple[str, str]] = set()
         for system, codes in record["added"].items():
-            pairs |= {(system, code.strip()) for code in codes or [] if code and code.strip()}
-        by_system: dict[str, list[str]] = {}
-        for system, code in pairs:
-            by_system.setdefault(system, []).append(code)
-        expected[key] = CacheRow(config_id, {s: sorted(c) for s, c in by_system.items()})
+            added |= {(system, code.strip()) for code in codes or [] if code and code.strip()}
+        systems = {system for system, _ in base | added}
+        by_system = {
+            system: _ordered({c for s, c in base if s == system}, {c for s, c in added if s == system})
+            for system in systems
+        }
+        everything = _ordered({c for _, c in base}, {c for _, c in added})
+        expected[key] = CacheRow(config_id, by_system, everything)
     return expected
 
 

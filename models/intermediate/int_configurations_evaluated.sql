@@ -10,7 +10,9 @@
 {#-
     Every configuration with the verdict of rule 4/5: whether it counts for the cache and, when
     not, the first reason why. Several counted candidates for one (snomed_code, jurisdiction_id):
-    the latest updated_at wins, ties by the highest id; the others are superseded.
+    the latest updated_at wins, ties by the highest id; the others are superseded. A counted
+    configuration also carries cache_source_sha256, the fingerprint of everything its cache row
+    is built from (refinement_cache.source_sha256).
 -#}
 with
 
@@ -42,7 +44,8 @@ bases as (
 
     select
         child_grouper_url,
-        child_grouper_version
+        child_grouper_version,
+        base_source_sha256
     from {{ ref('int_rs_grouper_parent_codes') }}
 
 ),
@@ -52,6 +55,7 @@ checked as (
     select
         configurations.*,
         rs_groupers.snomed_code,
+        bases.base_source_sha256,
         case
             when not configurations.is_active then 'inactive'
             when jurisdictions.routing_code is null then 'unknown_jurisdiction'
@@ -111,5 +115,11 @@ select
     case
         when ineligibility_reason is null and winning_configuration_id <> configuration_id
             then winning_configuration_id
-    end as superseded_by_configuration_id
+    end as superseded_by_configuration_id,
+    case
+        when ineligibility_reason is null and winning_configuration_id = configuration_id
+            then {{ sha256_text(
+                "configuration_id::text || chr(31) || configuration_sha256 || chr(31) || base_source_sha256"
+            ) }}
+    end as cache_source_sha256
 from ranked

@@ -8,7 +8,10 @@
     The base of every cache row, computed once per RS grouper rather than once per
     configuration: for each RS grouper referenced by at least one loaded condition grouper,
     its parents and the distinct union of all their codes (several parents: all of them), as
-    all codes, per system, and by system. base_sha256 is the SHA-256 of base_codes_by_system.
+    all codes, per system, and by system. base_sha256 is the SHA-256 of base_codes_by_system;
+    base_pair_count and base_pair_hash_sum fingerprint the (system, code) pairs (see
+    macros/code_fingerprint.sql); base_source_sha256 changes whenever anything a cache row takes
+    from its base does (the parents or their codes).
 -#}
 with
 
@@ -68,6 +71,17 @@ all_codes as (
 
 ),
 
+fingerprints as (
+
+    select
+        child_valueset_id,
+        count(*) as base_pair_count,
+        sum({{ code_pair_hash('system_key', 'code') }}) as base_pair_hash_sum
+    from concepts
+    group by child_valueset_id
+
+),
+
 combined as (
 
     select
@@ -80,17 +94,32 @@ combined as (
         {%- for short_name in array_code_systems().strip().split(',') %}
             coalesce(per_child.{{ short_name }}_codes, '{}')::text[] as base_{{ short_name }}_codes,
         {%- endfor %}
-        coalesce(per_child.codes_by_system, '{}'::jsonb) as base_codes_by_system
+        coalesce(per_child.codes_by_system, '{}'::jsonb) as base_codes_by_system,
+        coalesce(fingerprints.base_pair_count, 0) as base_pair_count,
+        coalesce(fingerprints.base_pair_hash_sum, 0) as base_pair_hash_sum
     from parents
     left join per_child
         on parents.child_valueset_id = per_child.child_valueset_id
     left join all_codes
         on parents.child_valueset_id = all_codes.child_valueset_id
+    left join fingerprints
+        on parents.child_valueset_id = fingerprints.child_valueset_id
+
+),
+
+hashed as (
+
+    select
+        *,
+        {{ sha256_text('base_codes_by_system::text') }} as base_sha256
+    from combined
 
 )
 
 select
     *,
-    {{ sha256_text('base_codes_by_system::text') }} as base_sha256,
-    strpos(array_to_string(base_codes, ''), chr(31)) > 0 as base_has_unit_separator
-from combined
+    {{ sha256_text(
+        "child_grouper_url || chr(31) || child_grouper_version || chr(31) || parent_groupers::text"
+        ~ " || chr(31) || base_sha256"
+    ) }} as base_source_sha256
+from hashed

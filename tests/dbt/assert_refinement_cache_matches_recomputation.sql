@@ -5,7 +5,7 @@
 -- mean equal multisets (short of a 64-bit hash-sum collision), so a missing, extra, changed or
 -- repeated code shows up. Comparing fingerprints instead of (key, system, code) tuples (millions
 -- at production scale) keeps the recomputation linear: no sort of every tuple.
--- Also reports rows whose content_sha256 disagrees with their own codes_by_system.
+-- Also reports rows whose content_sha256 disagrees with their own codes_by_system's fingerprint.
 with
 
 counted as (
@@ -214,13 +214,15 @@ actual_by_system as (
         cache_rows.jurisdiction_id,
         systems.system_key,
         fingerprints.code_count,
-        fingerprints.code_hash_sum
+        fingerprints.code_hash_sum,
+        fingerprints.pair_hash_sum
     from {{ ref('refinement_cache') }} as cache_rows
     cross join lateral jsonb_each(cache_rows.codes_by_system) as systems (system_key, system_codes)
     cross join lateral (
         select
             count(*) as code_count,
-            coalesce(sum(hashtextextended(codes.code, 0)), 0) as code_hash_sum
+            coalesce(sum(hashtextextended(codes.code, 0)), 0) as code_hash_sum,
+            coalesce(sum({{ code_pair_hash('systems.system_key', 'codes.code') }}), 0) as pair_hash_sum
         from jsonb_array_elements_text(systems.system_codes) as codes (code)
     ) as fingerprints
 
@@ -278,13 +280,34 @@ all_differences as (
 
 ),
 
+actual_fingerprints as (
+
+    -- the code-set fingerprint of each row's codes_by_system (macros/code_fingerprint.sql)
+    select
+        snomed_code,
+        jurisdiction_id,
+        sum(code_count) as pair_count,
+        sum(pair_hash_sum) as pair_hash_sum
+    from actual_by_system
+    group by snomed_code, jurisdiction_id
+
+),
+
 inconsistent as (
 
     select
         cache_rows.snomed_code,
         cache_rows.jurisdiction_id
     from {{ ref('refinement_cache') }} as cache_rows
-    where cache_rows.content_sha256 is distinct from {{ sha256_text('cache_rows.codes_by_system::text') }}
+    left join actual_fingerprints
+        on
+            cache_rows.snomed_code = actual_fingerprints.snomed_code
+            and cache_rows.jurisdiction_id = actual_fingerprints.jurisdiction_id
+    where
+        cache_rows.content_sha256 is distinct from {{ code_set_sha256(
+            'coalesce(actual_fingerprints.pair_count, 0)',
+            'coalesce(actual_fingerprints.pair_hash_sum, 0)'
+        ) }}
 
 )
 

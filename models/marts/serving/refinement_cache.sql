@@ -1,25 +1,30 @@
 {{ config(
-    pre_hook=['{{ tune_session() }}'],
-    materialized='incremental',
-    incremental_strategy='delete+insert',
+    pre_hook=['{{ tune_session() }}', 'set local enable_mergejoin = off'],
+    materialized='incremental_upsert',
     unique_key=['snomed_code', 'jurisdiction_id'],
-    on_schema_change='fail',
+    preserve_unless_changed={'updated_at': 'content_sha256'},
     post_hook=["{{ refinement_cache_delete_stale() }}"],
 ) }}
 {#-
     What the Refiner reads: one row per (snomed_code, jurisdiction_id) reached by a counted
-    configuration. aggregated_codes = the distinct union of the codes of every parent condition
-    grouper of the configured RS grouper (precomputed once per RS grouper in
-    int_rs_grouper_parent_codes) plus the configuration's added codes.
+    configuration. aggregated_codes = the codes of every parent condition grouper of the
+    configured RS grouper (their distinct union, precomputed once per RS grouper in
+    int_rs_grouper_parent_codes: the "base"), followed by the configuration's added codes that
+    the base lacks.
 
-    Incremental: source_details records everything a row is built from (the winning
-    configuration and its content hash, the parents and the hash of their codes). A run
-    recomputes only the keys whose desired source_details differ from the stored ones (new keys
-    included), rewrites them (delete+insert on the key), keeps updated_at when the content hash
-    did not change, and a post-hook deletes the keys no counted configuration reaches any more.
+    Incremental (macros/materializations/incremental_upsert.sql): source_sha256 fingerprints
+    everything a row is built from (the winning configuration's content, its RS grouper, the
+    parents and their codes). A build recomputes only the keys whose source_sha256 differs
+    from the stored one (new keys included) and upserts them; updated_at is kept where
+    content_sha256 did not change; a post-hook deletes the keys no counted configuration
+    reaches any more.
+
+    enable_mergejoin is off for this model: the key diffs (new or changed keys, stale keys)
+    are anti-joins of ~all keys, and hashing them beats the merge joins the planner tends to
+    pick, whose sorts of text keys under the database collation were most of a no-op's time.
 -#}
--- noqa: disable=LT01,LT02,LT05,CV11,ST11,AM06
--- (the is_incremental() branches defeat the layout rules' view of indentation and joins)
+-- noqa: disable=LT01,LT02,LT05,CV11,AM06
+-- (text [] spacing, the cast() column list of the contract and the Jinja-built CTEs)
 with
 
 counted as (
@@ -31,6 +36,7 @@ counted as (
         child_grouper_url,
         child_grouper_version,
         configuration_sha256,
+        cache_source_sha256 as source_sha256,
         added_loinc_codes,
         added_snomed_codes,
         added_icd10_codes,
@@ -40,88 +46,44 @@ counted as (
 
 ),
 
-bases as (
+{%- if is_incremental_upsert() %}
 
-    select
-        child_grouper_url,
-        child_grouper_version,
-        parent_groupers,
-        base_sha256
-    from {{ ref('int_rs_grouper_parent_codes') }}
-
-),
-
-desired as (
-
-    select
-        counted.*,
-        bases.parent_groupers,
-        bases.base_sha256,
-        jsonb_build_object(
-            'configuration_id', counted.configuration_id,
-            'configuration_sha256', counted.configuration_sha256,
-            'child_grouper_url', counted.child_grouper_url,
-            'child_grouper_version', counted.child_grouper_version,
-            'parent_groupers', bases.parent_groupers,
-            'parents_codes_sha256', bases.base_sha256
-        ) as source_details
-    from counted
-    inner join bases
-        on
-            counted.child_grouper_url = bases.child_grouper_url
-            and counted.child_grouper_version = bases.child_grouper_version
-
-),
-
-{% if is_incremental() %}
-
-current_rows as not materialized (
+current_rows as (
 
     select
         snomed_code,
         jurisdiction_id,
-        source_details,
-        content_sha256,
-        updated_at
+        source_sha256
     from {{ this }}
 
 ),
 
 affected as (
 
-    select desired.*
-    from desired
+    -- the keys whose fingerprint changed or that are new: a hash anti-join on three columns
+    select counted.*
+    from counted
     left join current_rows
         on
-            desired.snomed_code = current_rows.snomed_code
-            and desired.jurisdiction_id = current_rows.jurisdiction_id
-    -- = "source_details is distinct from desired.source_details", compared key by key (the
-    -- stored object holds exactly these keys): no jsonb object is built for unchanged rows
-    where
-        current_rows.snomed_code is null
-        or (current_rows.source_details -> 'configuration_id') is distinct from to_jsonb(desired.configuration_id)
-        or (current_rows.source_details ->> 'configuration_sha256') is distinct from desired.configuration_sha256
-        or (current_rows.source_details ->> 'parents_codes_sha256') is distinct from desired.base_sha256
-        or (current_rows.source_details ->> 'child_grouper_url') is distinct from desired.child_grouper_url
-        or (current_rows.source_details ->> 'child_grouper_version') is distinct from desired.child_grouper_version
-        or (current_rows.source_details -> 'parent_groupers') is distinct from desired.parent_groupers
+            counted.snomed_code = current_rows.snomed_code
+            and counted.jurisdiction_id = current_rows.jurisdiction_id
+            and counted.source_sha256 = current_rows.source_sha256
+    where current_rows.snomed_code is null
 
 ),
-
-{% else %}
+{%- else %}
 
 affected as (
 
-    select * from desired
+    select * from counted
 
 ),
-
-{% endif %}
+{%- endif %}
 
 affected_bases as materialized (
 
     -- the code arrays of the bases the affected rows need, detoasted once here by slicing
-    -- ([:]): the per-row binary searches and merges below read each array many times
+    -- ([:]): the per-row binary searches below read each array several times
     select
         base_arrays.child_grouper_url,
         base_arrays.child_grouper_version,
@@ -130,8 +92,10 @@ affected_bases as materialized (
         {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
         base_arrays.base_{{ short_name }}_codes[:] as base_{{ short_name }}_codes,
         {%- endfor %}
-        base_arrays.base_sha256,
-        base_arrays.base_has_unit_separator
+        base_arrays.base_pair_count,
+        base_arrays.base_pair_hash_sum,
+        base_arrays.parent_groupers,
+        base_arrays.base_sha256
     from {{ ref('int_rs_grouper_parent_codes') }} as base_arrays
     where exists (
         select 1
@@ -143,19 +107,24 @@ affected_bases as materialized (
 
 ),
 
-extras as materialized (
+extras as (
 
     -- the added codes each row's base lacks, per system and overall (most rows: a few or none)
     select
         affected.snomed_code,
         affected.jurisdiction_id,
-        affected.source_details,
+        affected.configuration_id,
+        affected.configuration_sha256,
+        affected.child_grouper_url,
+        affected.child_grouper_version,
+        affected.source_sha256,
+        bases.parent_groupers,
+        bases.base_sha256,
         bases.base_codes,
         bases.base_codes_by_system,
-        bases.base_sha256,
-        bases.base_has_unit_separator,
+        bases.base_pair_count,
+        bases.base_pair_hash_sum,
         {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
-        bases.base_{{ short_name }}_codes,
         {{ sorted_missing('affected.added_' ~ short_name ~ '_codes', 'bases.base_' ~ short_name ~ '_codes') }}
             as extra_{{ short_name }}_codes,
         {%- endfor %}
@@ -176,71 +145,59 @@ extras as materialized (
 
 ),
 
-merged as materialized (
-
-    select
-        snomed_code,
-        jurisdiction_id,
-        source_details,
-        base_sha256,
-        {{ sorted_merge('base_codes', 'extra_codes', 'base_has_unit_separator') }} as aggregated_codes,
-        case
-            when
-                cardinality(extra_loinc_codes) + cardinality(extra_snomed_codes)
-                + cardinality(extra_icd10_codes) + cardinality(extra_rxnorm_codes) = 0
-                then null
-            else base_codes_by_system || jsonb_strip_nulls(jsonb_build_object(
-                {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
-                '{{ short_name }}',
-                case
-                    when cardinality(extra_{{ short_name }}_codes) > 0
-                        then to_jsonb({{ sorted_merge('base_' ~ short_name ~ '_codes', 'extra_' ~ short_name ~ '_codes', 'base_has_unit_separator') }})
-                end{{ ',' if not loop.last }}
-                {%- endfor %}
-            ))
-        end as merged_codes_by_system,
-        base_codes_by_system
-    from extras
-
-),
-
 computed as (
 
     select
         snomed_code,
         jurisdiction_id,
-        aggregated_codes,
-        coalesce(merged_codes_by_system, base_codes_by_system) as codes_by_system,
-        source_details,
+        base_codes || extra_codes as aggregated_codes,
         case
-            when merged_codes_by_system is null then base_sha256
-            else {{ sha256_text('merged_codes_by_system::text') }}
-        end as content_sha256
-    from merged
+            when
+                cardinality(extra_loinc_codes) + cardinality(extra_snomed_codes)
+                + cardinality(extra_icd10_codes) + cardinality(extra_rxnorm_codes) = 0
+                then base_codes_by_system
+            else base_codes_by_system || jsonb_strip_nulls(jsonb_build_object(
+                {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
+                '{{ short_name }}',
+                case
+                    when cardinality(extra_{{ short_name }}_codes) > 0
+                        then coalesce(base_codes_by_system -> '{{ short_name }}', '[]'::jsonb)
+                        || to_jsonb(extra_{{ short_name }}_codes)
+                end{{ ',' if not loop.last }}
+                {%- endfor %}
+            ))
+        end as codes_by_system,
+        jsonb_build_object(
+            'configuration_id', configuration_id,
+            'configuration_sha256', configuration_sha256,
+            'child_grouper_url', child_grouper_url,
+            'child_grouper_version', child_grouper_version,
+            'parent_groupers', parent_groupers,
+            'parents_codes_sha256', base_sha256
+        ) as source_details,
+        source_sha256,
+        base_pair_count
+        {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
+        + cardinality(extra_{{ short_name }}_codes)
+        {%- endfor %} as pair_count,
+        base_pair_hash_sum
+        {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
+        + coalesce((
+            select sum({{ code_pair_hash("'" ~ short_name ~ "'", 'extra.code') }})
+            from unnest(extra_{{ short_name }}_codes) as extra (code)
+        ), 0)
+        {%- endfor %} as pair_hash_sum
+    from extras
 
 )
 
 select
-    cast(computed.snomed_code as text) as snomed_code,
-    cast(computed.jurisdiction_id as text) as jurisdiction_id,
-    cast(computed.aggregated_codes as text []) as aggregated_codes,
-    cast(computed.codes_by_system as jsonb) as codes_by_system,
-    cast(computed.source_details as jsonb) as source_details,
-    cast(computed.content_sha256 as text) as content_sha256,
-    {% if is_incremental() -%}
-    cast(
-        case
-            when current_rows.content_sha256 = computed.content_sha256 then current_rows.updated_at
-            else now()
-        end as timestamptz
-    ) as updated_at
-    {%- else -%}
+    cast(snomed_code as text) as snomed_code,
+    cast(jurisdiction_id as text) as jurisdiction_id,
+    cast(aggregated_codes as text []) as aggregated_codes,
+    cast(codes_by_system as jsonb) as codes_by_system,
+    cast(source_details as jsonb) as source_details,
+    cast(source_sha256 as text) as source_sha256,
+    cast({{ code_set_sha256('pair_count', 'pair_hash_sum') }} as text) as content_sha256,
     cast(now() as timestamptz) as updated_at
-    {%- endif %}
 from computed
-{% if is_incremental() -%}
-left join current_rows
-    on
-        computed.snomed_code = current_rows.snomed_code
-        and computed.jurisdiction_id = current_rows.jurisdiction_id
-{%- endif %}

@@ -1,0 +1,132 @@
+-- noqa: disable=LT02
+-- (the SQL a materialization emits is indented by its Jinja blocks)
+{#-
+    incremental_upsert: an incremental materialization for a serving table that is read while
+    it is kept current, where the cost of a build that changes little must be a few
+    milliseconds, not dbt's usual dozen round trips (temporary table, column introspection,
+    delete, insert, grants query...).
+
+    - The table does not exist, or --full-refresh: built like dbt's `table` materialization
+      (contract DDL, insert, indexes, atomic rename over the old table, grants, docs).
+    - It exists: the model's SQL, rendered with is_incremental_upsert() true, must return only
+      the rows to (re)write. They are upserted on `unique_key` in ONE statement sent with the
+      model's hooks in ONE round trip. `preserve_unless_changed` ({column: guard_column}) keeps
+      an existing row's `column` (e.g. updated_at) when its `guard_column` (e.g. a content
+      hash) is unchanged. Rows that must disappear are the post-hooks' business.
+
+    Config: unique_key (list, required), preserve_unless_changed (dict, optional). The
+    inserted columns are the contract's (the model's YAML columns): a change of columns needs
+    --full-refresh, and a mismatch fails the statement with PostgreSQL's own message. Grants
+    are (re)applied when the table is built; change them with --full-refresh.
+-#}
+{% materialization incremental_upsert, adapter='postgres' %}
+
+    {%- set unique_key = config.require('unique_key') -%}
+    {%- set unique_key = [unique_key] if unique_key is string else unique_key -%}
+    {%- set preserve = config.get('preserve_unless_changed', {}) -%}
+    {%- set target_relation = this.incorporate(type='table') -%}
+    {%- set existing_relation = load_cached_relation(this) -%}
+    {%- set grant_config = config.get('grants') -%}
+    {%- set rebuild = existing_relation is none
+        or existing_relation.type != 'table'
+        or should_full_refresh() -%}
+
+    {% if rebuild %}
+
+        {%- set intermediate_relation = make_intermediate_relation(target_relation) -%}
+        {%- set backup_relation = make_backup_relation(target_relation, 'table') -%}
+        {{ drop_relation_if_exists(load_cached_relation(intermediate_relation)) }}
+        {{ drop_relation_if_exists(load_cached_relation(backup_relation)) }}
+
+        {{ run_hooks(pre_hooks, inside_transaction=False) }}
+        {{ run_hooks(pre_hooks, inside_transaction=True) }}
+
+        {% call statement('main') -%}
+            {{ get_create_table_as_sql(False, intermediate_relation, sql) }}
+        {%- endcall %}
+        {% do create_indexes(intermediate_relation) %}
+
+        {% if existing_relation is not none %}
+            {% set existing_relation = load_cached_relation(existing_relation) %}
+            {% if existing_relation is not none %}
+                {{ adapter.rename_relation(existing_relation, backup_relation) }}
+            {% endif %}
+        {% endif %}
+        {{ adapter.rename_relation(intermediate_relation, target_relation) }}
+
+        {{ run_hooks(post_hooks, inside_transaction=True) }}
+        {% do apply_grants(target_relation, grant_config, should_revoke=should_revoke(existing_relation, full_refresh_mode=True)) %}
+        {% do persist_docs(target_relation, model) %}
+        {{ adapter.commit() }}
+        {{ drop_relation_if_exists(backup_relation) }}
+        {{ run_hooks(post_hooks, inside_transaction=False) }}
+
+    {% else %}
+
+        {%- set columns = model['columns'].keys() | list -%}
+        {%- if columns | length == 0 -%}
+            {{ exceptions.raise_compiler_error(
+                "incremental_upsert: " ~ this ~ " declares no columns in YAML; the upsert writes the contract's columns") }}
+        {%- endif -%}
+        {%- set updatable = columns | reject('in', unique_key) | list -%}
+        {{ run_hooks(pre_hooks, inside_transaction=False) }}
+        {% call statement('main') -%}
+            {{ incremental_upsert_hooks_sql(pre_hooks) }}
+            with rows_to_write as (
+                {{ sql }}
+            )
+            insert into {{ target_relation }} as existing_rows ({{ columns | join(', ') }})
+            select {{ columns | join(', ') }}
+            from rows_to_write
+            on conflict ({{ unique_key | join(', ') }}) do update set
+            {%- for column in updatable %}
+                {{ column }} =
+                {%- if column in preserve %}
+                    case
+                        when existing_rows.{{ preserve[column] }} = excluded.{{ preserve[column] }}
+                            then existing_rows.{{ column }}
+                        else excluded.{{ column }}
+                    end
+                {%- else %} excluded.{{ column }}
+                {%- endif %}{{ ',' if not loop.last }}
+            {%- endfor %};
+            {{ incremental_upsert_hooks_sql(post_hooks) }}
+        {%- endcall %}
+        {{ adapter.commit() }}
+        {{ run_hooks(post_hooks, inside_transaction=False) }}
+
+    {% endif %}
+
+    {{ return({'relations': [target_relation]}) }}
+
+{% endmaterialization %}
+
+
+{#- The in-transaction hooks as `;`-terminated statements, to send in the model's round trip. -#}
+{% macro incremental_upsert_hooks_sql(hooks) -%}
+    {%- for hook in hooks | selectattr('transaction', 'equalto', true) %}
+        {%- set rendered = render(hook.get('sql')) | trim %}
+        {%- if rendered | length > 0 %}
+        {{ rendered }};
+        {%- endif %}
+    {%- endfor %}
+{%- endmacro %}
+
+
+{#-
+    True when an incremental_upsert model is being rendered to write into an existing table:
+    its SQL must then return only the rows to (re)write. (dbt's is_incremental() is tied to the
+    `incremental` materialization.)
+-#}
+{% macro is_incremental_upsert() -%}
+    {%- if not execute -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set relation = adapter.get_relation(this.database, this.schema, this.identifier) -%}
+    {{ return(
+        relation is not none
+        and relation.type == 'table'
+        and model.config.materialized == 'incremental_upsert'
+        and not should_full_refresh()
+    ) }}
+{%- endmacro %}
