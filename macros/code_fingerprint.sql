@@ -10,5 +10,5 @@
 
 {#- SHA-256 (hex) of a fingerprint: the content_sha256 of refinement_cache rows. -#}
 {% macro code_set_sha256(pair_count, pair_hash_sum) -%}
-    {{ sha256_text(pair_count ~ "::text || ':' || " ~ pair_hash_sum ~ "::text") }}
+    {{ sha256_text("(" ~ pair_count ~ ")::text || ':' || (" ~ pair_hash_sum ~ ")::text") }}
 {%- endmacro %}

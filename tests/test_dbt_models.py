@@ -177,3 +177,32 @@ def test_real_sample_rs_groupers(server: DatabaseSettings, tmp_path: Path) -> No
         assert len(covid["loinc"]) == 189
     finally:
         drop_database(server, settings)
+
+
+CORRUPTIONS = {
+    "dropped code": "aggregated_codes = aggregated_codes[2:]",
+    "reordered codes": "aggregated_codes = aggregated_codes[2:] || aggregated_codes[1:1]",
+    "repeated code": "aggregated_codes = aggregated_codes || aggregated_codes[1:1]",
+    "swapped system code": "codes_by_system = jsonb_set(codes_by_system, "
+                           "array[(select min(k) from jsonb_object_keys(codes_by_system) as k), '0'], "
+                           "'\"not-a-real-code\"')",
+    "stale content hash": "content_sha256 = repeat('0', 64)",
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_recomputation_test_catches_corrupted_rows(built: DatabaseSettings, corruption: str) -> None:
+    """The singular test assert_refinement_cache_matches_recomputation fails on each corruption
+    of one row (and passes again once the table is rebuilt)."""
+    with psycopg.connect(built.conninfo(), autocommit=True) as conn:
+        key = conn.execute(
+            "select snomed_code, jurisdiction_id from refiner.refinement_cache "
+            "where cardinality(aggregated_codes) > 2 order by 1, 2 limit 1").fetchone()
+        conn.execute(f"update refiner.refinement_cache set {CORRUPTIONS[corruption]} "
+                     "where snomed_code = %s and jurisdiction_id = %s", key)
+    try:
+        dbt.run(["test", "--select", "assert_refinement_cache_matches_recomputation"], built)
+        results = dbt.run_results()["results"]
+        assert [(r["status"], r["failures"]) for r in results] == [("fail", 1)], corruption
+    finally:
+        build(built, "--full-refresh")

@@ -14,7 +14,9 @@
       an existing row's `column` (e.g. updated_at) when its `guard_column` (e.g. a content
       hash) is unchanged. Rows that must disappear are the post-hooks' business.
 
-    Config: unique_key (list, required), preserve_unless_changed (dict, optional). The
+    Config: unique_key (list, required), preserve_unless_changed (dict, optional),
+    storage_parameters (dict, optional: `with (...)` of the created table), column_storage
+    (dict, optional: column -> plain|main|external|extended, set before rows are written). The
     inserted columns are the contract's (the model's YAML columns): a change of columns needs
     --full-refresh, and a mismatch fails the statement with PostgreSQL's own message. Grants
     are (re)applied when the table is built; change them with --full-refresh.
@@ -42,7 +44,7 @@
         {{ run_hooks(pre_hooks, inside_transaction=True) }}
 
         {% call statement('main') -%}
-            {{ get_create_table_as_sql(False, intermediate_relation, sql) }}
+            {{ incremental_upsert_create_sql(intermediate_relation, sql) }}
         {%- endcall %}
         {% do create_indexes(intermediate_relation) %}
 
@@ -100,6 +102,33 @@
     {{ return({'relations': [target_relation]}) }}
 
 {% endmaterialization %}
+
+
+{#-
+    dbt-postgres' create_table_as (contract DDL when enforced, then insert), plus the table's
+    storage parameters and column storage modes, which must be set before rows are written.
+-#}
+{% macro incremental_upsert_create_sql(relation, sql) -%}
+    {%- set parameters = config.get('storage_parameters', {}) -%}
+    {%- if not config.get('contract').enforced -%}
+        {{ exceptions.raise_compiler_error("incremental_upsert: " ~ this ~ " needs an enforced contract") }}
+    {%- endif -%}
+    {{ get_assert_columns_equivalent(sql) }}
+    create table {{ relation }}
+    {{ get_table_columns_and_constraints() }}
+    {%- if parameters %}
+    with (
+        {%- for name, value in parameters.items() %}
+        {{ name }} = {{ value }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    )
+    {%- endif %};
+    {%- for column, storage in config.get('column_storage', {}).items() %}
+    alter table {{ relation }} alter column {{ adapter.quote(column) }} set storage {{ storage }};
+    {%- endfor %}
+    insert into {{ relation }} ({{ adapter.dispatch('get_column_names', 'dbt')() }})
+    {{ get_select_subquery(sql) }};
+{%- endmacro %}
 
 
 {#- The in-transaction hooks as `;`-terminated statements, to send in the model's round trip. -#}

@@ -1,11 +1,15 @@
--- Recompute every cache row from the serving tables with a different formulation (the parents'
--- codes by system via the references, set differences for the additions; no precomputed bases,
--- no binary-search merges) and compare sets by fingerprint: per (key, system) and for
--- aggregated_codes, the number of codes and the sum of their 64-bit hashes. Equal fingerprints
--- mean equal multisets (short of a 64-bit hash-sum collision), so a missing, extra, changed or
--- repeated code shows up. Comparing fingerprints instead of (key, system, code) tuples (millions
--- at production scale) keeps the recomputation linear: no sort of every tuple.
--- Also reports rows whose content_sha256 disagrees with their own codes_by_system's fingerprint.
+-- Recompute every cache row from the serving tables with a different formulation and compare
+-- exactly: the parents' codes are re-derived from tes_condition_grouper_references and
+-- tes_condition_groupers (unnested and re-aggregated per RS grouper, not taken from the
+-- model's precomputed bases), the additions from `configurations` by set difference, and each
+-- row must equal, array for array, the documented result: the parents' codes sorted
+-- bytewise, then the additions they lack, sorted bytewise (overall in aggregated_codes, per
+-- system in codes_by_system). Exact equality also proves the codes distinct.
+-- content_sha256 is checked against the fingerprint of the expected codes (count and sum of
+-- the 64-bit hashes of the (system, code) pairs, macros/code_fingerprint.sql), computed from
+-- the re-derived parents' codes and additions.
+-- The per-code work is done once per RS grouper (hundreds), not once per row (thousands): the
+-- rows only assemble arrays and compare them.
 with
 
 counted as (
@@ -24,9 +28,9 @@ counted as (
 
 ),
 
-parent_codes as materialized (
+parent_pairs as (
 
-    -- every code of every parent condition grouper of each RS grouper, distinct per system
+    -- every (system, code) of every parent condition grouper of each configured RS grouper
     select distinct
         refs.child_grouper_url,
         refs.child_grouper_version,
@@ -39,44 +43,70 @@ parent_codes as materialized (
             and refs.parent_grouper_version = parents.version
     cross join lateral jsonb_each(parents.codes_by_system) as systems (system_key, system_codes)
     cross join lateral jsonb_array_elements_text(systems.system_codes) as codes (code)
-    where refs.child_type = 'reporting_spec_grouper'
+    where
+        refs.child_type = 'reporting_spec_grouper'
+        and exists (
+            select 1
+            from counted
+            where
+                counted.child_grouper_url = refs.child_grouper_url
+                and counted.child_grouper_version = refs.child_grouper_version
+        )
 
 ),
 
-parent_system_sets as (
+parent_system_codes as materialized (
 
     select
         child_grouper_url,
         child_grouper_version,
         system_key,
-        count(*) as code_count,
-        sum(hashtextextended(code, 0)) as code_hash_sum,
-        array_agg(code) as codes
-    from parent_codes
+        array_agg(code order by code) as codes
+    from parent_pairs
     group by child_grouper_url, child_grouper_version, system_key
 
 ),
 
-parent_all_sets as (
+parent_all_codes as (
 
     select
         child_grouper_url,
         child_grouper_version,
-        count(*) as code_count,
-        sum(hashtextextended(code, 0)) as code_hash_sum,
-        array_agg(code) as codes
-    from (
-        select distinct
-            child_grouper_url,
-            child_grouper_version,
-            code
-        from parent_codes
-    ) as distinct_codes
+        array_agg(distinct code order by code) as codes
+    from parent_pairs
     group by child_grouper_url, child_grouper_version
 
 ),
 
-additions as materialized (
+parent_fingerprints as (
+
+    select
+        child_grouper_url,
+        child_grouper_version,
+        count(*) as pair_count,
+        sum({{ code_pair_hash('system_key', 'code') }}) as pair_hash_sum
+    from parent_pairs
+    group by child_grouper_url, child_grouper_version
+
+),
+
+parent_sets as materialized (
+
+    select
+        parent_all_codes.child_grouper_url,
+        parent_all_codes.child_grouper_version,
+        parent_all_codes.codes,
+        parent_fingerprints.pair_count,
+        parent_fingerprints.pair_hash_sum
+    from parent_all_codes
+    inner join parent_fingerprints
+        on
+            parent_all_codes.child_grouper_url = parent_fingerprints.child_grouper_url
+            and parent_all_codes.child_grouper_version = parent_fingerprints.child_grouper_version
+
+),
+
+added_pairs as (
 
     select distinct
         counted.snomed_code,
@@ -106,139 +136,157 @@ additions as materialized (
 
 ),
 
-expected_parts as (
+new_pairs as materialized (
 
+    -- the additions their system's parents' codes lack
     select
-        counted.snomed_code,
-        counted.jurisdiction_id,
-        parent_system_sets.system_key,
-        parent_system_sets.code_count,
-        parent_system_sets.code_hash_sum
-    from counted
-    inner join parent_system_sets
+        added_pairs.snomed_code,
+        added_pairs.jurisdiction_id,
+        added_pairs.child_grouper_url,
+        added_pairs.child_grouper_version,
+        added_pairs.system_key,
+        added_pairs.code
+    from added_pairs
+    left join parent_system_codes
         on
-            counted.child_grouper_url = parent_system_sets.child_grouper_url
-            and counted.child_grouper_version = parent_system_sets.child_grouper_version
-    union all
-    -- the additions of a system that the parents lack there
-    select
-        additions.snomed_code,
-        additions.jurisdiction_id,
-        additions.system_key,
-        count(*) as code_count,
-        sum(hashtextextended(additions.code, 0)) as code_hash_sum
-    from additions
-    left join parent_system_sets
-        on
-            additions.child_grouper_url = parent_system_sets.child_grouper_url
-            and additions.child_grouper_version = parent_system_sets.child_grouper_version
-            and additions.system_key = parent_system_sets.system_key
-    where not coalesce(additions.code = any(parent_system_sets.codes), false)
-    group by additions.snomed_code, additions.jurisdiction_id, additions.system_key
+            added_pairs.child_grouper_url = parent_system_codes.child_grouper_url
+            and added_pairs.child_grouper_version = parent_system_codes.child_grouper_version
+            and added_pairs.system_key = parent_system_codes.system_key
+    where not coalesce(added_pairs.code = any(parent_system_codes.codes), false)
 
 ),
 
-expected_by_system as (
+new_codes as (
+
+    -- per row: the additions no parent holds in any system, sorted
+    select
+        new_pairs.snomed_code,
+        new_pairs.jurisdiction_id,
+        array_agg(distinct new_pairs.code order by new_pairs.code) as codes
+    from new_pairs
+    left join parent_sets
+        on
+            new_pairs.child_grouper_url = parent_sets.child_grouper_url
+            and new_pairs.child_grouper_version = parent_sets.child_grouper_version
+    where not coalesce(new_pairs.code = any(parent_sets.codes), false)
+    group by new_pairs.snomed_code, new_pairs.jurisdiction_id
+
+),
+
+new_fingerprints as (
 
     select
         snomed_code,
         jurisdiction_id,
-        system_key,
-        sum(code_count) as code_count,
-        sum(code_hash_sum) as code_hash_sum
-    from expected_parts
-    group by snomed_code, jurisdiction_id, system_key
-
-),
-
-expected_all_parts as (
-
-    -- every counted key, with or without codes
-    select
-        snomed_code,
-        jurisdiction_id,
-        0 as code_count,
-        0 as code_hash_sum
-    from counted
-    union all
-    select
-        counted.snomed_code,
-        counted.jurisdiction_id,
-        parent_all_sets.code_count,
-        parent_all_sets.code_hash_sum
-    from counted
-    inner join parent_all_sets
-        on
-            counted.child_grouper_url = parent_all_sets.child_grouper_url
-            and counted.child_grouper_version = parent_all_sets.child_grouper_version
-    union all
-    -- the additions (any system) that no parent holds in any system
-    select
-        new_codes.snomed_code,
-        new_codes.jurisdiction_id,
-        count(*) as code_count,
-        sum(hashtextextended(new_codes.code, 0)) as code_hash_sum
-    from (
-        select distinct
-            additions.snomed_code,
-            additions.jurisdiction_id,
-            additions.code
-        from additions
-        left join parent_all_sets
-            on
-                additions.child_grouper_url = parent_all_sets.child_grouper_url
-                and additions.child_grouper_version = parent_all_sets.child_grouper_version
-        where not coalesce(additions.code = any(parent_all_sets.codes), false)
-    ) as new_codes
-    group by new_codes.snomed_code, new_codes.jurisdiction_id
-
-),
-
-expected_all as (
-
-    select
-        snomed_code,
-        jurisdiction_id,
-        sum(code_count) as code_count,
-        sum(code_hash_sum) as code_hash_sum
-    from expected_all_parts
+        count(*) as pair_count,
+        sum({{ code_pair_hash('system_key', 'code') }}) as pair_hash_sum
+    from new_pairs
     group by snomed_code, jurisdiction_id
 
 ),
 
-actual_by_system as (
+expected_rows as (
 
-    -- fingerprinted array by array (a lateral aggregate), not by grouping millions of tuples
+    select
+        counted.snomed_code,
+        counted.jurisdiction_id,
+        coalesce(parent_sets.codes, '{}') || coalesce(new_codes.codes, '{}') as aggregated_codes,
+        {{ code_set_sha256(
+            'coalesce(parent_sets.pair_count, 0) + coalesce(new_fingerprints.pair_count, 0)',
+            'coalesce(parent_sets.pair_hash_sum, 0) + coalesce(new_fingerprints.pair_hash_sum, 0)'
+        ) }} as content_sha256
+    from counted
+    left join parent_sets
+        on
+            counted.child_grouper_url = parent_sets.child_grouper_url
+            and counted.child_grouper_version = parent_sets.child_grouper_version
+    left join new_codes
+        on
+            counted.snomed_code = new_codes.snomed_code
+            and counted.jurisdiction_id = new_codes.jurisdiction_id
+    left join new_fingerprints
+        on
+            counted.snomed_code = new_fingerprints.snomed_code
+            and counted.jurisdiction_id = new_fingerprints.jurisdiction_id
+
+),
+
+new_system_codes as (
+
+    select
+        snomed_code,
+        jurisdiction_id,
+        child_grouper_url,
+        child_grouper_version,
+        system_key,
+        array_agg(code order by code) as codes
+    from new_pairs
+    group by snomed_code, jurisdiction_id, child_grouper_url, child_grouper_version, system_key
+
+),
+
+parent_system_json as materialized (
+
+    -- each RS grouper's parents' codes of a system as the JSON array a row without additions
+    -- in that system must hold, built once per RS grouper rather than once per row
+    select
+        child_grouper_url,
+        child_grouper_version,
+        system_key,
+        to_jsonb(codes) as codes_json
+    from parent_system_codes
+
+),
+
+expected_systems as (
+
+    -- per row and system: the parents' codes of that system, then the additions they lack
+    select
+        counted.snomed_code,
+        counted.jurisdiction_id,
+        parent_system_json.system_key,
+        case
+            when new_system_codes.codes is null then parent_system_json.codes_json
+            else parent_system_json.codes_json || to_jsonb(new_system_codes.codes)
+        end as codes_json
+    from counted
+    inner join parent_system_json
+        on
+            counted.child_grouper_url = parent_system_json.child_grouper_url
+            and counted.child_grouper_version = parent_system_json.child_grouper_version
+    left join new_system_codes
+        on
+            counted.snomed_code = new_system_codes.snomed_code
+            and counted.jurisdiction_id = new_system_codes.jurisdiction_id
+            and parent_system_json.system_key = new_system_codes.system_key
+    union all
+    -- systems only the additions bring
+    select
+        new_system_codes.snomed_code,
+        new_system_codes.jurisdiction_id,
+        new_system_codes.system_key,
+        to_jsonb(new_system_codes.codes) as codes_json
+    from new_system_codes
+    where not exists (
+        select 1
+        from parent_system_codes
+        where
+            new_system_codes.child_grouper_url = parent_system_codes.child_grouper_url
+            and new_system_codes.child_grouper_version = parent_system_codes.child_grouper_version
+            and new_system_codes.system_key = parent_system_codes.system_key
+    )
+
+),
+
+actual_systems as (
+
     select
         cache_rows.snomed_code,
         cache_rows.jurisdiction_id,
         systems.system_key,
-        fingerprints.code_count,
-        fingerprints.code_hash_sum,
-        fingerprints.pair_hash_sum
+        systems.codes_json
     from {{ ref('refinement_cache') }} as cache_rows
-    cross join lateral jsonb_each(cache_rows.codes_by_system) as systems (system_key, system_codes)
-    cross join lateral (
-        select
-            count(*) as code_count,
-            coalesce(sum(hashtextextended(codes.code, 0)), 0) as code_hash_sum,
-            coalesce(sum({{ code_pair_hash('systems.system_key', 'codes.code') }}), 0) as pair_hash_sum
-        from jsonb_array_elements_text(systems.system_codes) as codes (code)
-    ) as fingerprints
-
-),
-
-actual_all as (
-
-    select
-        cache_rows.snomed_code,
-        cache_rows.jurisdiction_id,
-        cast(cardinality(cache_rows.aggregated_codes) as numeric) as code_count,
-        coalesce((
-            select sum(hashtextextended(codes.code, 0))
-            from unnest(cache_rows.aggregated_codes) as codes (code)
-        ), 0) as code_hash_sum
-    from {{ ref('refinement_cache') }} as cache_rows
+    cross join lateral jsonb_each(cache_rows.codes_by_system) as systems (system_key, codes_json)
 
 ),
 
@@ -247,93 +295,56 @@ system_differences as (
     select
         coalesce(expected.snomed_code, actual.snomed_code) as snomed_code,
         coalesce(expected.jurisdiction_id, actual.jurisdiction_id) as jurisdiction_id,
-        coalesce(expected.system_key, actual.system_key) as system_key,
-        coalesce(expected.code_count, 0) as expected_code_count,
-        coalesce(actual.code_count, 0) as actual_code_count
-    from expected_by_system as expected
-    full outer join actual_by_system as actual
+        'codes_by_system differs from the recomputation ('
+        || coalesce(expected.system_key, actual.system_key) || ')' as problem,
+        jsonb_array_length(expected.codes_json) as expected_code_count,
+        jsonb_array_length(actual.codes_json) as actual_code_count
+    from expected_systems as expected
+    full outer join actual_systems as actual
         on
             expected.snomed_code = actual.snomed_code
             and expected.jurisdiction_id = actual.jurisdiction_id
             and expected.system_key = actual.system_key
-    where
-        expected.code_count is distinct from actual.code_count
-        or expected.code_hash_sum is distinct from actual.code_hash_sum
+    where expected.codes_json is distinct from actual.codes_json
 
 ),
 
-all_differences as (
+compared as (
 
     select
         coalesce(expected.snomed_code, actual.snomed_code) as snomed_code,
         coalesce(expected.jurisdiction_id, actual.jurisdiction_id) as jurisdiction_id,
-        coalesce(expected.code_count, 0) as expected_code_count,
-        coalesce(actual.code_count, 0) as actual_code_count
-    from expected_all as expected
-    full outer join actual_all as actual
+        case
+            when actual.snomed_code is null then 'row missing from refinement_cache'
+            when expected.snomed_code is null then 'row no counted configuration reaches'
+            when (actual.aggregated_codes is distinct from expected.aggregated_codes)
+                then 'aggregated_codes differs from the recomputation'
+            when (actual.content_sha256 is distinct from expected.content_sha256)
+                then 'content_sha256 disagrees with the codes'
+        end as problem,
+        cardinality(expected.aggregated_codes) as expected_code_count,
+        cardinality(actual.aggregated_codes) as actual_code_count
+    from expected_rows as expected
+    full outer join {{ ref('refinement_cache') }} as actual
         on
             expected.snomed_code = actual.snomed_code
             and expected.jurisdiction_id = actual.jurisdiction_id
-    where
-        expected.code_count is distinct from actual.code_count
-        or expected.code_hash_sum is distinct from actual.code_hash_sum
-
-),
-
-actual_fingerprints as (
-
-    -- the code-set fingerprint of each row's codes_by_system (macros/code_fingerprint.sql)
-    select
-        snomed_code,
-        jurisdiction_id,
-        sum(code_count) as pair_count,
-        sum(pair_hash_sum) as pair_hash_sum
-    from actual_by_system
-    group by snomed_code, jurisdiction_id
-
-),
-
-inconsistent as (
-
-    select
-        cache_rows.snomed_code,
-        cache_rows.jurisdiction_id
-    from {{ ref('refinement_cache') }} as cache_rows
-    left join actual_fingerprints
-        on
-            cache_rows.snomed_code = actual_fingerprints.snomed_code
-            and cache_rows.jurisdiction_id = actual_fingerprints.jurisdiction_id
-    where
-        cache_rows.content_sha256 is distinct from {{ code_set_sha256(
-            'coalesce(actual_fingerprints.pair_count, 0)',
-            'coalesce(actual_fingerprints.pair_hash_sum, 0)'
-        ) }}
 
 )
 
 select
-    'codes_by_system differs from the recomputation' as problem,
-    system_differences.snomed_code,
-    system_differences.jurisdiction_id,
-    system_differences.system_key,
-    system_differences.expected_code_count,
-    system_differences.actual_code_count
+    problem,
+    snomed_code,
+    jurisdiction_id,
+    expected_code_count,
+    actual_code_count
+from compared
+where problem is not null
+union all
+select
+    problem,
+    snomed_code,
+    jurisdiction_id,
+    expected_code_count,
+    actual_code_count
 from system_differences
-union all
-select
-    'aggregated_codes differs from the recomputation' as problem,
-    all_differences.snomed_code,
-    all_differences.jurisdiction_id,
-    null as system_key,
-    all_differences.expected_code_count,
-    all_differences.actual_code_count
-from all_differences
-union all
-select
-    'content_sha256 disagrees with codes_by_system' as problem,
-    inconsistent.snomed_code,
-    inconsistent.jurisdiction_id,
-    null as system_key,
-    null as expected_code_count,
-    null as actual_code_count
-from inconsistent

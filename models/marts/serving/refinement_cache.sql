@@ -1,9 +1,15 @@
 {{ config(
-    pre_hook=['{{ tune_session() }}', 'set local enable_mergejoin = off'],
+    pre_hook=['{{ tune_session() }}; set local enable_mergejoin = off'],
     materialized='incremental_upsert',
     unique_key=['snomed_code', 'jurisdiction_id'],
     preserve_unless_changed={'updated_at': 'content_sha256'},
     post_hook=["{{ refinement_cache_delete_stale() }}"],
+    indexes=[{'columns': ['aggregated_codes'], 'type': 'gin'}],
+    storage_parameters={'toast_tuple_target': 128},
+    column_storage={
+        'snomed_code': 'plain', 'jurisdiction_id': 'plain',
+        'source_sha256': 'plain', 'content_sha256': 'plain',
+    },
 ) }}
 {#-
     What the Refiner reads: one row per (snomed_code, jurisdiction_id) reached by a counted
@@ -18,6 +24,10 @@
     from the stored one (new keys included) and upserts them; updated_at is kept where
     content_sha256 did not change; a post-hook deletes the keys no counted configuration
     reaches any more.
+
+    Storage: the code arrays and source_details live out of line (toast_tuple_target 128) while
+    the keys and hashes stay in the heap (storage plain), so the diffs scan a few MB instead
+    of every row's codes. The GIN index on aggregated_codes answers "which conditions contain code X".
 
     enable_mergejoin is off for this model: the key diffs (new or changed keys, stale keys)
     are anti-joins of ~all keys, and hashing them beats the merge joins the planner tends to
