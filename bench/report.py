@@ -48,14 +48,17 @@ def targets(result: dict[str, Any]) -> list[Target]:
     """The issue's targets, each PASS/MISS (n/a where it applies to another scale)."""
     m = result["median"]
     production = result["scale"] == "production"
-    cache_ratio = ratio(m["project.cache_node_full_s"], m["trigger.configurations_s"]) or 0.0
+    # the node alone (--full-refresh), as the trigger design's configuration phase runs alone;
+    # results written before that measurement existed fall back to the in-build node time
+    full = m.get("project.cache_node_rebuild_s", m["project.cache_node_full_s"])
+    cache_ratio = ratio(full, m["trigger.configurations_s"]) or 0.0
     end_to_end = ratio(m["project.total_s"], m["trigger.total_s"]) or 0.0
     checks = result.get("checks") or [{}]
     same_keys = all(c.get("same_cache_keys") and c.get("same_cache_keys_after_incremental")
                     for c in checks)
     return [
         Target("refinement_cache full build vs trigger configuration phase", "<= 0.1x (production)",
-               f"{_s(m['project.cache_node_full_s'])} vs {_s(m['trigger.configurations_s'])} = "
+               f"{_s(full)} vs {_s(m['trigger.configurations_s'])} = "
                f"{cache_ratio:.3f}x", cache_ratio <= 0.1 if production else None),
         Target("load + build end to end vs trigger design seed", "<= 1.0x (production)",
                f"{_s(m['project.total_s'])} vs {_s(m['trigger.total_s'])} = {end_to_end:.2f}x",
@@ -82,7 +85,10 @@ def _rows(m: dict[str, float]) -> list[tuple[str, float | None, float | None]]:
         ("load TES JSON (COPY into raw)", None, m["project.load_tes_s"]),
         ("load configurations snapshot", None, m["project.load_configurations_s"]),
         ("dbt build (wall, all models + tests)", None, m["project.build_wall_s"]),
-        ("refinement_cache node, full build", m["trigger.configurations_s"], m["project.cache_node_full_s"]),
+        ("refinement_cache node, full build (in the first dbt build)", m["trigger.configurations_s"],
+         m["project.cache_node_full_s"]),
+        ("refinement_cache node alone, --full-refresh", m["trigger.configurations_s"],
+         m.get("project.cache_node_rebuild_s")),
         ("end to end: load + build / whole seed", m["trigger.total_s"], m["project.total_s"]),
         ("no-op: refinement_cache node", m["trigger.noop_s"], m["project.noop_node_s"]),
         ("one configuration edited: node", m["trigger.edit_one_s"], m["project.edit_one_node_s"]),

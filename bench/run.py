@@ -130,6 +130,10 @@ def run_once(dataset: Dataset, admin: DatabaseSettings, workdir: Path, index: in
             out.checks["trigger_codes_contained"] = _codes_agreement(
                 td.cache_codes(conn), project.cache_codes(settings))
 
+            rebuilt = project.rebuild_cache(settings)
+            m["project.cache_node_rebuild_s"] = _node(rebuilt)
+            log(f"  refinement_cache node alone, --full-refresh: {m['project.cache_node_rebuild_s']:.3f}s")
+
             # --- 3. incremental cases -------------------------------------------------------------
             noop = project.refresh_cache(settings)
             m["project.noop_node_s"] = _node(noop)
