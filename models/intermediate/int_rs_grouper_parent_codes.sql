@@ -12,6 +12,8 @@
     base_pair_count and base_pair_hash_sum fingerprint the (system, code) pairs (see
     macros/code_fingerprint.sql); base_source_sha256 changes whenever anything a cache row takes
     from its base does (the parents or their codes).
+    Nearly every RS grouper has exactly one parent, whose aggregated row is its base; only those
+    with several parents aggregate the codes of all their parents' RS children.
 -#}
 with
 
@@ -36,6 +38,7 @@ parents as (
         child_grouper_url,
         child_grouper_version,
         count(*) as parent_count,
+        min(parent_valueset_id) as first_parent_valueset_id,
         jsonb_agg(
             jsonb_build_object('url', parent_grouper_url, 'version', parent_grouper_version)
             order by parent_grouper_url collate "C", parent_grouper_version collate "C"
@@ -45,40 +48,90 @@ parents as (
 
 ),
 
-concepts as (
+single_parent_bases as (
+
+    select
+        parents.child_valueset_id,
+        parent_codes.all_codes as base_codes,
+        {%- for short_name in array_code_systems().strip().split(',') %}
+            parent_codes.{{ short_name }}_codes as base_{{ short_name }}_codes,
+        {%- endfor %}
+        parent_codes.codes_by_system as base_codes_by_system,
+        parent_codes.pair_count as base_pair_count,
+        parent_codes.pair_hash_sum as base_pair_hash_sum,
+        parent_codes.content_sha256 as base_sha256
+    from parents
+    inner join {{ ref('int_condition_grouper_codes_aggregated') }} as parent_codes
+        on parents.first_parent_valueset_id = parent_codes.valueset_id
+    where parents.parent_count = 1
+
+),
+
+several_parents_concepts as (
 
     select distinct
         rs_children.child_valueset_id,
         parent_concepts.system_key,
         parent_concepts.code
-    from rs_children
+    from parents
+    inner join rs_children
+        on parents.child_valueset_id = rs_children.child_valueset_id
     inner join rs_children as siblings
         on rs_children.parent_valueset_id = siblings.parent_valueset_id
     inner join {{ ref('int_grouper_concepts_keyed') }} as parent_concepts
         on siblings.child_valueset_id = parent_concepts.valueset_id
+    where parents.parent_count > 1
 
 ),
 
-per_child as (
+several_parents_per_system as (
 
-    {{ aggregate_codes('concepts', ['child_valueset_id']) }}
-
-),
-
-all_codes as (
-
-    {{ aggregate_all_codes('concepts', ['child_valueset_id']) }}
+    {{ aggregate_codes('several_parents_concepts', ['child_valueset_id']) }}
 
 ),
 
-fingerprints as (
+several_parents_all_codes as (
+
+    {{ aggregate_all_codes('several_parents_concepts', ['child_valueset_id']) }}
+
+),
+
+several_parents_fingerprints as (
 
     select
         child_valueset_id,
         count(*) as base_pair_count,
         sum({{ code_pair_hash('system_key', 'code') }}) as base_pair_hash_sum
-    from concepts
+    from several_parents_concepts
     group by child_valueset_id
+
+),
+
+several_parents_bases as (
+
+    select
+        several_parents_per_system.child_valueset_id,
+        several_parents_all_codes.all_codes as base_codes,
+        {%- for short_name in array_code_systems().strip().split(',') %}
+            several_parents_per_system.{{ short_name }}_codes as base_{{ short_name }}_codes,
+        {%- endfor %}
+        several_parents_per_system.codes_by_system as base_codes_by_system,
+        several_parents_fingerprints.base_pair_count,
+        several_parents_fingerprints.base_pair_hash_sum,
+        {{ sha256_text('several_parents_per_system.codes_by_system::text') }} as base_sha256
+    from several_parents_per_system
+    inner join several_parents_all_codes
+        on several_parents_per_system.child_valueset_id = several_parents_all_codes.child_valueset_id
+    inner join several_parents_fingerprints
+        on several_parents_per_system.child_valueset_id = several_parents_fingerprints.child_valueset_id
+
+),
+
+bases as (
+
+    select * from single_parent_bases
+    union all
+    select * from several_parents_bases
 
 ),
 
@@ -90,29 +143,17 @@ combined as (
         parents.child_grouper_version,
         parents.parent_count,
         parents.parent_groupers,
-        coalesce(all_codes.all_codes, '{}')::text[] as base_codes,
+        coalesce(bases.base_codes, '{}')::text[] as base_codes,
         {%- for short_name in array_code_systems().strip().split(',') %}
-            coalesce(per_child.{{ short_name }}_codes, '{}')::text[] as base_{{ short_name }}_codes,
+            coalesce(bases.base_{{ short_name }}_codes, '{}')::text[] as base_{{ short_name }}_codes,
         {%- endfor %}
-        coalesce(per_child.codes_by_system, '{}'::jsonb) as base_codes_by_system,
-        coalesce(fingerprints.base_pair_count, 0) as base_pair_count,
-        coalesce(fingerprints.base_pair_hash_sum, 0) as base_pair_hash_sum
+        coalesce(bases.base_codes_by_system, '{}'::jsonb) as base_codes_by_system,
+        coalesce(bases.base_pair_count, 0) as base_pair_count,
+        coalesce(bases.base_pair_hash_sum, 0) as base_pair_hash_sum,
+        coalesce(bases.base_sha256, {{ sha256_text("'{}'") }}) as base_sha256
     from parents
-    left join per_child
-        on parents.child_valueset_id = per_child.child_valueset_id
-    left join all_codes
-        on parents.child_valueset_id = all_codes.child_valueset_id
-    left join fingerprints
-        on parents.child_valueset_id = fingerprints.child_valueset_id
-
-),
-
-hashed as (
-
-    select
-        *,
-        {{ sha256_text('base_codes_by_system::text') }} as base_sha256
-    from combined
+    left join bases
+        on parents.child_valueset_id = bases.child_valueset_id
 
 )
 
@@ -122,4 +163,4 @@ select
         "child_grouper_url || chr(31) || child_grouper_version || chr(31) || parent_groupers::text"
         ~ " || chr(31) || base_sha256"
     ) }} as base_source_sha256
-from hashed
+from combined

@@ -4,7 +4,12 @@
     post_hook=['{{ analyze_relation() }}'],
     indexes=[{'columns': ['valueset_id'], 'unique': true}],
 ) }}
-{#- The codes each current ValueSet lists itself (RS and additional context groupers). -#}
+{#-
+    The codes each current ValueSet lists itself (RS and additional context groupers), with the
+    fingerprint of its (system, code) pairs (pair_count, pair_hash_sum: see
+    macros/code_fingerprint.sql) so that condition groupers and cache bases with a single source
+    can copy the row instead of aggregating the codes again.
+-#}
 with
 
 concepts as (
@@ -27,6 +32,17 @@ all_codes as (
 
     {{ aggregate_all_codes('concepts', ['valueset_id']) }}
 
+),
+
+fingerprints as (
+
+    select
+        valueset_id,
+        count(*) as pair_count,
+        sum({{ code_pair_hash('system_key', 'code') }}) as pair_hash_sum
+    from concepts
+    group by valueset_id
+
 )
 
 select
@@ -36,7 +52,11 @@ select
     {%- endfor %}
     all_codes.all_codes,
     per_valueset.codes_by_system,
-    {{ sha256_text('per_valueset.codes_by_system::text') }} as content_sha256
+    {{ sha256_text('per_valueset.codes_by_system::text') }} as content_sha256,
+    fingerprints.pair_count,
+    fingerprints.pair_hash_sum
 from per_valueset
 inner join all_codes
     on per_valueset.valueset_id = all_codes.valueset_id
+inner join fingerprints
+    on per_valueset.valueset_id = fingerprints.valueset_id
