@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
+import struct
 import threading
 import time
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -399,6 +401,87 @@ def test_hostile_but_valid_file_loads_as_plain_data(fresh_database: DatabaseSett
     )
     assert ("'); drop table raw.loads; --",) in codes and ("🦠-1",) in codes and ("\\.",) in codes
     assert query(fresh_database, "select to_regclass('raw.loads') is not null") == [(True,)]
+
+
+def test_control_characters_in_keys_and_file_names_are_stored_verbatim(
+    fresh_database: DatabaseSettings, tmp_path: Path
+) -> None:
+    """Binary COPY sends values as they are: no escaping to get wrong for tabs, newlines, \\."""
+    odd = "a\tb\nc\rd\\e \\N \\."
+    record = valueset(f"odd-{odd}", f"1.0.0{odd}", [odd], title=odd)
+    folder = tmp_path / f"folder{odd}"
+    file = write_json(folder / f"file{odd}.json", [record])
+
+    result = load_tes([file], fresh_database)
+
+    assert result.inserted == 1
+    stored = query(
+        fresh_database,
+        "select canonical_url, version, resource, resource_sha256, source_file, load_id,"
+        " last_seen_load_id from raw.tes_valuesets",
+    )
+    assert stored == [
+        (record["url"], record["version"], record, content_sha256(record), str(file), result.load_id,
+         result.load_id)
+    ]
+
+
+def test_loaded_at_is_the_load_transaction_time(fresh_database: DatabaseSettings, tmp_path: Path) -> None:
+    file = write_json(tmp_path / "a.json", [valueset(f"t-{n}") for n in range(3)])
+    result = load_tes([file], fresh_database)
+    rows = query(
+        fresh_database,
+        "select distinct stored.loaded_at, loads.started_at, loads.finished_at"
+        " from raw.tes_valuesets as stored inner join raw.loads using (load_id) where load_id = %s",
+        (result.load_id,),
+    )
+    assert len(rows) == 1
+    loaded_at, started_at, finished_at = rows[0]
+    assert started_at - timedelta(seconds=5) <= loaded_at <= finished_at
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 3, 29, 1, 59, 59, 999999, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 1, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(2000, 1, 1, tzinfo=UTC),
+    ],
+)
+def test_binary_copy_fields_round_trip(fresh_database: DatabaseSettings, moment: datetime) -> None:
+    """The hand-built binary fields (int8, timestamptz, text) read back exactly."""
+    from loaders.land.tes import COPY_SIGNATURE, COPY_TRAILER, _binary_tail, _binary_text
+
+    load_id = 2**40 + 7
+    with psycopg.connect(fresh_database.conninfo(), autocommit=True) as conn:
+        conn.execute(
+            "create table t (label text, load_id bigint, last_seen_load_id bigint, loaded_at timestamptz)"
+        )
+        row = struct.pack("!h", 4) + _binary_text("é\t\n") + _binary_tail(load_id, moment)
+        with conn.cursor() as cur, cur.copy("copy t from stdin (format binary)") as copy:
+            copy.write(COPY_SIGNATURE + row + COPY_TRAILER)
+        assert conn.execute("select * from t").fetchall() == [("é\t\n", load_id, load_id, moment)]
+
+
+def test_new_unchanged_and_reverted_contents_in_one_load_are_counted(
+    fresh_database: DatabaseSettings, tmp_path: Path
+) -> None:
+    a1, a2 = valueset("a", codes=["1"]), valueset("a", codes=["2"])
+    b, c = valueset("b"), valueset("c")
+    load_tes([write_json(tmp_path / "1.json", [a1, b])], fresh_database)
+    load_tes([write_json(tmp_path / "2.json", [a2, b])], fresh_database)
+
+    # a1 comes back (revert), b again (unchanged), c is new and appears twice (one row)
+    third = load_tes([write_json(tmp_path / "3.json", [a1, b, c, copy.deepcopy(c)])], fresh_database)
+
+    assert (third.inserted, third.revived, third.unchanged) == (1, 1, 1)
+    (counts,) = query(
+        fresh_database,
+        "select inserted_count, unchanged_count from raw.loads where load_id = %s",
+        (third.load_id,),
+    )
+    assert counts == (2, 1)
+    assert query(fresh_database, "select count(*) from raw.tes_valuesets") == [(4,)]
 
 
 # --- the canonical JSON ---------------------------------------------------------------------------
