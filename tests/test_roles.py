@@ -177,13 +177,13 @@ def test_serving_tables_have_keys_contracts_and_a_gin_index(deployment: Deployme
                 """
             ).fetchall()
         )
-        gin = conn.execute(
+        gin = [name for (name,) in conn.execute(
             """
-            select count(*) from pg_indexes
+            select indexname from pg_indexes
             where schemaname = 'refiner' and tablename = 'refinement_cache'
               and indexdef ilike '%using gin (aggregated_codes)%'
             """
-        ).fetchone()[0]
+        ).fetchall()]
         code = conn.execute(
             "select aggregated_codes[1] from refiner.refinement_cache limit 1"
         ).fetchone()[0]
@@ -199,8 +199,8 @@ def test_serving_tables_have_keys_contracts_and_a_gin_index(deployment: Deployme
     assert keys["refiner.refinement_cache"] == ["snomed_code", "jurisdiction_id"]
     for grouper in ("tes_reporting_spec_groupers", "tes_condition_groupers"):
         assert keys[f"refiner.{grouper}"] == ["canonical_url", "version"]
-    assert gin == 1
-    assert "aggregated_codes_idx" in plan, plan
+    assert len(gin) == 1, gin
+    assert f"Bitmap Index Scan on {gin[0]}" in plan or f'Bitmap Index Scan on "{gin[0]}"' in plan, plan
 
 
 def test_loader_role_runs_the_loaders(deployment: Deployment, tmp_path: Path) -> None:
