@@ -16,7 +16,9 @@
 
     Config: unique_key (list, required), preserve_unless_changed (dict, optional),
     storage_parameters (dict, optional: `with (...)` of the created table), column_storage
-    (dict, optional: column -> plain|main|external|extended, set before rows are written). The
+    (dict, optional: column -> plain|main|external|extended) and column_collations (dict,
+    optional: column -> collation, the column keeping its contract data_type), all set before
+    rows are written. The
     inserted columns are the contract's (the model's YAML columns): a change of columns needs
     --full-refresh, and a mismatch fails the statement with PostgreSQL's own message. Grants
     are (re)applied when the table is built; change them with --full-refresh.
@@ -106,7 +108,7 @@
 
 {#-
     dbt-postgres' create_table_as (contract DDL when enforced, then insert), plus the table's
-    storage parameters and column storage modes, which must be set before rows are written.
+    storage parameters, column storage modes and collations, set before rows are written.
 -#}
 {% macro incremental_upsert_create_sql(relation, sql) -%}
     {%- set parameters = config.get('storage_parameters', {}) -%}
@@ -125,6 +127,10 @@
     {%- endif %};
     {%- for column, storage in config.get('column_storage', {}).items() %}
     alter table {{ relation }} alter column {{ adapter.quote(column) }} set storage {{ storage }};
+    {%- endfor %}
+    {%- for column, collation in config.get('column_collations', {}).items() %}
+    alter table {{ relation }} alter column {{ adapter.quote(column) }}
+        type {{ model['columns'][column]['data_type'] }} collate {{ adapter.quote(collation) }};
     {%- endfor %}
     insert into {{ relation }} ({{ adapter.dispatch('get_column_names', 'dbt')() }})
     {{ get_select_subquery(sql) }};

@@ -6,6 +6,7 @@
     post_hook=["{{ refinement_cache_delete_stale() }}"],
     indexes=[{'columns': ['aggregated_codes'], 'type': 'gin'}],
     storage_parameters={'toast_tuple_target': 128},
+    column_collations={'aggregated_codes': 'C'},
     column_storage={
         'snomed_code': 'plain', 'jurisdiction_id': 'plain',
         'source_sha256': 'plain', 'content_sha256': 'plain',
@@ -27,15 +28,19 @@
 
     Storage: the code arrays and source_details live out of line (toast_tuple_target 128) while
     the keys and hashes stay in the heap (storage plain), so the diffs scan a few MB instead
-    of every row's codes. The GIN index on aggregated_codes answers "which conditions contain code X".
+    of every row's codes. The GIN index on aggregated_codes answers "which conditions contain
+    code X"; the column is collated "C" (bytewise, the order of every code array here), which
+    makes the index build compare codes with memcmp instead of the database's locale: about
+    1.7x less CPU at production scale.
 
     Merge and nested-loop joins are off for this model: the key diffs (new or changed keys,
     stale keys) are anti-joins of ~all keys, and one hash join (~10 ms at production scale)
     beats both the merge joins the planner tends to pick (sorting text keys under the database
     collation) and the nested loops it picks once the heap is small (a primary-key probe per key).
 -#}
--- noqa: disable=LT01,LT02,LT05,CV11,AM06
--- (text [] spacing, the cast() column list of the contract and the Jinja-built CTEs)
+-- noqa: disable=LT01,LT02,LT05,CV11,AM06,ST05
+-- (text [] spacing, the cast() column list of the contract, the Jinja-built CTEs and the
+-- once-per-row lateral sub-select)
 with
 
 counted as (
@@ -136,23 +141,34 @@ extras as (
         bases.base_pair_count,
         bases.base_pair_hash_sum,
         {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
-        {{ sorted_missing('affected.added_' ~ short_name ~ '_codes', 'bases.base_' ~ short_name ~ '_codes') }}
-            as extra_{{ short_name }}_codes,
+        missing.extra_{{ short_name }}_codes,
         {%- endfor %}
-        array(
-            select distinct added.code collate "C"
-            from unnest(
-                affected.added_loinc_codes || affected.added_snomed_codes
-                || affected.added_icd10_codes || affected.added_rxnorm_codes
-            ) as added (code)
-            where bases.base_codes[width_bucket(added.code collate "C", bases.base_codes)] is distinct from added.code
-            order by 1
-        )::text [] as extra_codes
+        missing.extra_codes
     from affected
     inner join affected_bases as bases
         on
             affected.child_grouper_url = bases.child_grouper_url
             and affected.child_grouper_version = bases.child_grouper_version
+    cross join lateral (
+        -- computed once per row: `offset 0` keeps PostgreSQL from inlining these expressions
+        -- into every later reference (each would run its sub-select again)
+        select
+            {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
+            {{ sorted_missing('affected.added_' ~ short_name ~ '_codes', 'bases.base_' ~ short_name ~ '_codes') }}
+                as extra_{{ short_name }}_codes,
+            {%- endfor %}
+            array(
+                select distinct added.code collate "C"
+                from unnest(
+                    affected.added_loinc_codes || affected.added_snomed_codes
+                    || affected.added_icd10_codes || affected.added_rxnorm_codes
+                ) as added (code)
+                where bases.base_codes[width_bucket(added.code collate "C", bases.base_codes)] is distinct from added.code
+                order by 1
+            )::text [] as extra_codes
+        from (values (1)) as one_row (n)
+        offset 0  -- noqa: AM09
+    ) as missing
 
 ),
 
