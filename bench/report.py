@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,24 +45,36 @@ def _ratio_text(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}x" if value < 0.1 else f"{value:.2f}x"
 
 
+def same_run_ratios(runs: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The two ratio targets, taken within each run (both designs on the same machine state)
+    and then the median over runs: the cache node alone (--full-refresh; the in-build node time
+    for results written before that measurement existed) against the trigger design's
+    configuration phase, and load + build against the trigger design's whole seed."""
+    cache, end_to_end = [], []
+    for m in runs:
+        full = m.get("project.cache_node_rebuild_s", m["project.cache_node_full_s"])
+        cache.append(ratio(full, m["trigger.configurations_s"]) or 0.0)
+        end_to_end.append(ratio(m["project.total_s"], m["trigger.total_s"]) or 0.0)
+    return {"cache_full": statistics.median(cache), "end_to_end": statistics.median(end_to_end)}
+
+
 def targets(result: dict[str, Any]) -> list[Target]:
     """The issue's targets, each PASS/MISS (n/a where it applies to another scale)."""
     m = result["median"]
     production = result["scale"] == "production"
-    # the node alone (--full-refresh), as the trigger design's configuration phase runs alone;
-    # results written before that measurement existed fall back to the in-build node time
     full = m.get("project.cache_node_rebuild_s", m["project.cache_node_full_s"])
-    cache_ratio = ratio(full, m["trigger.configurations_s"]) or 0.0
-    end_to_end = ratio(m["project.total_s"], m["trigger.total_s"]) or 0.0
+    ratios = same_run_ratios(result.get("per_run") or [m])
+    cache_ratio, end_to_end = ratios["cache_full"], ratios["end_to_end"]
     checks = result.get("checks") or [{}]
     same_keys = all(c.get("same_cache_keys") and c.get("same_cache_keys_after_incremental")
                     for c in checks)
     return [
         Target("refinement_cache full build vs trigger configuration phase", "<= 0.1x (production)",
-               f"{_s(full)} vs {_s(m['trigger.configurations_s'])} = "
-               f"{cache_ratio:.3f}x", cache_ratio <= 0.1 if production else None),
+               f"medians {_s(full)} vs {_s(m['trigger.configurations_s'])}; "
+               f"same-run ratio (median) {cache_ratio:.3f}x", cache_ratio <= 0.1 if production else None),
         Target("load + build end to end vs trigger design seed", "<= 1.0x (production)",
-               f"{_s(m['project.total_s'])} vs {_s(m['trigger.total_s'])} = {end_to_end:.2f}x",
+               f"medians {_s(m['project.total_s'])} vs {_s(m['trigger.total_s'])}; "
+               f"same-run ratio (median) {end_to_end:.2f}x",
                end_to_end <= 1.0 if production else None),
         Target("one configuration edited: refinement_cache node", "< 100 ms",
                _ms(m["project.edit_one_node_s"]), m["project.edit_one_node_s"] < 0.100),
@@ -70,7 +83,7 @@ def targets(result: dict[str, Any]) -> list[Target]:
         Target("loader throughput (TES JSON into raw.tes_valuesets)", ">= 50 MB/s",
                f"{m['loader.mb_per_s']:.1f} MB/s", m["loader.mb_per_s"] >= 50.0),
         Target("cache lookup by key, p99 (prepared, 10,000 keys)", "< 1 ms",
-               f"{m['lookup.project_p99_ms']:.3f} ms", m["lookup.project_p99_ms"] < 1.0),
+               f"{m['lookup.project_p99_ms']:.4f} ms", m["lookup.project_p99_ms"] < 1.0),
         Target("both designs produce the same cache keys", "equal",
                "equal" if same_keys else "DIFFERENT", same_keys),
     ]
@@ -114,7 +127,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Median of {result['runs']} run(s); PostgreSQL {env['postgres']}, {env['cpus']} CPUs, "
         f"dbt {env['dbt']}, commit {env['git_commit'] or '?'}, {env['finished_at']}.",
         "",
-        "| measurement | trigger design | this project | ratio |",
+        "| measurement | trigger design | this project | ratio of the medians |",
         "| --- | ---: | ---: | ---: |",
     ]
     for label, theirs, ours in _rows(m):
