@@ -206,3 +206,24 @@ def test_recomputation_test_catches_corrupted_rows(built: DatabaseSettings, corr
         assert [(r["status"], r["failures"]) for r in results] == [("fail", 1)], corruption
     finally:
         build(built, "--full-refresh")
+
+
+def test_cache_schema_drift_stops_the_build_with_the_command_to_run(built: DatabaseSettings) -> None:
+    """A refinement_cache whose columns are not the contract's (e.g. built by an older version)
+    is never written to: the build fails naming the --full-refresh that rebuilds it."""
+    with psycopg.connect(built.conninfo(), autocommit=True) as conn:
+        conn.execute("alter table refiner.refinement_cache add column left_over integer")
+        before = conn.execute("select count(*), max(updated_at) from refiner.refinement_cache").fetchone()
+    try:
+        outcome = dbt.run(["run", "--select", "refinement_cache"], built)
+        result = next(r for r in dbt.run_results()["results"] if r["unique_id"].endswith(".refinement_cache"))
+        assert outcome.exit_code != 0 and result["status"] == "error"
+        assert "left_over" in result["message"]
+        assert "refinery build --full-refresh --select refinement_cache" in result["message"]
+        with psycopg.connect(built.conninfo()) as conn:
+            assert conn.execute(
+                "select count(*), max(updated_at) from refiner.refinement_cache").fetchone() == before
+    finally:
+        build(built, "--full-refresh")
+    with psycopg.connect(built.conninfo()) as conn:
+        assert differences(expected_cache(conn), actual_cache(conn)) == []

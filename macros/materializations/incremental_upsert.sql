@@ -14,6 +14,9 @@
       an existing row's `column` (e.g. updated_at) when its `guard_column` (e.g. a content
       hash) is unchanged. Rows that must disappear are the post-hooks' business.
 
+    A table whose columns are not the contract's stops the build with a message naming the
+    --full-refresh to run (the check rides in the same round trip).
+
     Config: unique_key (list, required), preserve_unless_changed (dict, optional),
     storage_parameters (dict, optional: `with (...)` of the created table), column_storage
     (dict, optional: column -> plain|main|external|extended) and column_collations (dict,
@@ -75,6 +78,7 @@
         {%- set updatable = columns | reject('in', unique_key) | list -%}
         {{ run_hooks(pre_hooks, inside_transaction=False) }}
         {% call statement('main') -%}
+            {{ incremental_upsert_check_columns_sql(target_relation, columns) }}
             {{ incremental_upsert_hooks_sql(pre_hooks) }}
             with rows_to_write as (
                 {{ sql }}
@@ -134,6 +138,29 @@
     {%- endfor %}
     insert into {{ relation }} ({{ adapter.dispatch('get_column_names', 'dbt')() }})
     {{ get_select_subquery(sql) }};
+{%- endmacro %}
+
+
+{#-
+    Schema drift (on_schema_change 'fail', in the same round trip): when the table's columns are
+    not the contract's, stop with a message saying how to rebuild, before anything is written.
+-#}
+{% macro incremental_upsert_check_columns_sql(relation, columns) -%}
+    {%- set expected = columns | sort | join(', ') -%}
+    do $check_columns$
+    declare
+        found text;
+    begin
+        select string_agg(attname, ', ' order by attname collate "C")
+        into found
+        from pg_catalog.pg_attribute
+        where attrelid = '{{ relation }}'::regclass and attnum > 0 and not attisdropped;
+        if found is distinct from '{{ expected }}' then
+            raise exception '% has columns (%) but the model''s contract declares (%): rebuild it with `refinery build --full-refresh --select {{ model.name }}`',
+                '{{ relation }}', found, '{{ expected }}';
+        end if;
+    end
+    $check_columns$;
 {%- endmacro %}
 
 
