@@ -53,3 +53,15 @@
     coalesce({{ codes }}.codes_by_system, '{}'::jsonb) as codes_by_system,
     coalesce({{ codes }}.content_sha256, {{ sha256_text("'{}'") }}) as content_sha256
 {%- endmacro %}
+
+{% macro aggregate_code_fingerprints(concepts, keys, prefix='') -%}
+    {#- The code-set fingerprint (macros/code_fingerprint.sql) per key of distinct concept rows:
+        `<prefix>pair_count` and `<prefix>pair_hash_sum`. -#}
+    {%- set key_list = keys | join(', ') -%}
+    select
+        {{ key_list }},
+        count(*) as {{ prefix }}pair_count,
+        sum({{ code_pair_hash('system_key', 'code') }}) as {{ prefix }}pair_hash_sum
+    from {{ concepts }}
+    group by {{ key_list }}
+{%- endmacro %}

@@ -87,12 +87,7 @@ several_children_all_codes as (
 
 several_children_fingerprints as (
 
-    select
-        valueset_id,
-        count(*) as pair_count,
-        sum({{ code_pair_hash('system_key', 'code') }}) as pair_hash_sum
-    from several_children_concepts
-    group by valueset_id
+    {{ aggregate_code_fingerprints('several_children_concepts', ['valueset_id']) }}
 
 ),
 

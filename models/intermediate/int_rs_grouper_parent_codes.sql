@@ -98,12 +98,7 @@ several_parents_all_codes as (
 
 several_parents_fingerprints as (
 
-    select
-        child_valueset_id,
-        count(*) as base_pair_count,
-        sum({{ code_pair_hash('system_key', 'code') }}) as base_pair_hash_sum
-    from several_parents_concepts
-    group by child_valueset_id
+    {{ aggregate_code_fingerprints('several_parents_concepts', ['child_valueset_id'], prefix='base_') }}
 
 ),
 

@@ -36,12 +36,7 @@ all_codes as (
 
 fingerprints as (
 
-    select
-        valueset_id,
-        count(*) as pair_count,
-        sum({{ code_pair_hash('system_key', 'code') }}) as pair_hash_sum
-    from concepts
-    group by valueset_id
+    {{ aggregate_code_fingerprints('concepts', ['valueset_id']) }}
 
 )
 
