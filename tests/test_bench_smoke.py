@@ -118,7 +118,7 @@ def test_tiny_run_writes_results_with_equal_cache_keys(server: DatabaseSettings,
     assert statuses["both designs produce the same cache keys"] == "PASS"
 
     table = (out / "tiny.md").read_text()
-    assert "| measurement | trigger design | this project | ratio |" in table
+    assert "| measurement | trigger design | this project | ratio of the medians |" in table
     assert "| target | goal | measured | status |" in table
     assert (out / "README.md").read_text().count("### tiny") == 1
     assert (out / "cost_vs_scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
