@@ -80,13 +80,7 @@ parent_all_codes as (
 
 parent_fingerprints as (
 
-    select
-        child_grouper_url,
-        child_grouper_version,
-        count(*) as pair_count,
-        sum({{ code_pair_hash('system_key', 'code') }}) as pair_hash_sum
-    from parent_pairs
-    group by child_grouper_url, child_grouper_version
+    {{ aggregate_code_fingerprints('parent_pairs', ['child_grouper_url', 'child_grouper_version']) }}
 
 ),
 
@@ -175,13 +169,7 @@ new_codes as (
 
 new_fingerprints as (
 
-    select
-        snomed_code,
-        jurisdiction_id,
-        count(*) as pair_count,
-        sum({{ code_pair_hash('system_key', 'code') }}) as pair_hash_sum
-    from new_pairs
-    group by snomed_code, jurisdiction_id
+    {{ aggregate_code_fingerprints('new_pairs', ['snomed_code', 'jurisdiction_id']) }}
 
 ),
 
