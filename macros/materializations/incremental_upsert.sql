@@ -23,7 +23,7 @@
     optional: column -> collation, the column keeping its contract data_type), all set before
     rows are written. The
     inserted columns are the contract's (the model's YAML columns): a change of columns needs
-    --full-refresh, and a mismatch fails the statement with PostgreSQL's own message. Grants
+    --full-refresh (see the check above). Grants
     are (re)applied when the table is built; change them with --full-refresh.
 -#}
 {% materialization incremental_upsert, adapter='postgres' %}
