@@ -23,6 +23,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from loaders.errors import InvalidInputError
@@ -296,6 +297,55 @@ def _parse(data: bytes, spy: _FloatSpy) -> Any:
         return json.loads(data, parse_constant=_reject_constant, parse_float=spy)
 
 
+def _parse_document(data: bytes, source: str, spy: _FloatSpy) -> Any:
+    """The whole file parsed by the json module; FileRejected (with the reason) when it cannot be."""
+    try:
+        return _parse(data, spy)
+    except json.JSONDecodeError as exc:
+        truncated = exc.pos >= len(data.rstrip()) or exc.msg.startswith("Unterminated string")
+        what = "truncated JSON" if truncated else "invalid JSON"
+        reason = f"{what} at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        raise FileRejected(Rejection(source, None, None, reason)) from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FileRejected(Rejection(source, None, None, f"unreadable JSON: {exc}")) from exc
+    except RecursionError as exc:
+        reason = "unreadable JSON: nested too deeply to be TES data"
+        raise FileRejected(Rejection(source, None, None, reason)) from exc
+
+
+class _FetchDocument(msgspec.Struct):
+    """The fetch output's shape, its records left as raw JSON text (other keys skipped)."""
+
+    valuesets: list[msgspec.Raw]
+
+
+# Splitting a file into its records' raw JSON checks the whole file's syntax (not its strings'
+# UTF-8, nor numbers' range) without building a Python object per JSON value.
+_SPLIT_OBJECT = msgspec.json.Decoder(_FetchDocument)
+_SPLIT_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _split(data: bytes) -> list[msgspec.Raw] | None:
+    """The records of a fetch-format file or a JSON list, as raw JSON; None for anything else
+    (another shape, invalid JSON or UTF-8, a BOM, deep nesting...), which the json module reads."""
+    start = data[:64].lstrip()[:1]
+    try:
+        if start == b"{":
+            records = _SPLIT_OBJECT.decode(data).valuesets
+        elif start == b"[":
+            records = _SPLIT_LIST.decode(data)
+        else:
+            return None
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    if not data.isascii():
+        try:  # what json.loads does with bytes holding neither a BOM nor NULs
+            data.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return None
+    return records
+
+
 def _records_of(document: Any, source: str) -> list[Any]:
     if isinstance(document, list):
         return document
@@ -329,7 +379,14 @@ def _records_of(document: Any, source: str) -> list[Any]:
 
 
 class TesFile:
-    """One parsed input file: its FileInfo and its records, each yielded once."""
+    """One input file: its FileInfo and its records, each yielded once.
+
+    Fetch-format files and JSON lists (what `refinery fetch` writes) are split into their records'
+    raw JSON and each record is parsed (msgspec, ~1.4x the json module) only when its turn comes,
+    so rows reach the server while later records are still being read. A problem json.loads would
+    find in such a file only past its syntax (a 5,000-digit integer, say) surfaces as FileRejected
+    from `items()`; `refusal()` tells which problem the json module would report first.
+    """
 
     def __init__(self, path: Path) -> None:
         self.source = str(path)
@@ -340,23 +397,17 @@ class TesFile:
             raise FileRejected(Rejection(self.source, None, None, reason)) from exc
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.size = len(data)
-        spy = _FloatSpy()
-        try:
-            document = _parse(data, spy)
-        except json.JSONDecodeError as exc:
-            truncated = exc.pos >= len(data.rstrip()) or exc.msg.startswith("Unterminated string")
-            what = "truncated JSON" if truncated else "invalid JSON"
-            reason = f"{what} at line {exc.lineno} column {exc.colno}: {exc.msg}"
-            raise FileRejected(Rejection(self.source, None, None, reason)) from exc
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise FileRejected(Rejection(self.source, None, None, f"unreadable JSON: {exc}")) from exc
-        except RecursionError as exc:
-            reason = "unreadable JSON: nested too deeply to be TES data"
-            raise FileRejected(Rejection(self.source, None, None, reason)) from exc
-        del data
-        self._has_floats = spy.seen
-        self._out_of_range = spy.out_of_range
-        self._records = _records_of(document, self.source)
+        self._spy = _FloatSpy()
+        self._decoder = msgspec.json.Decoder(float_hook=self._spy)
+        raw = _split(data)
+        self._data: bytes | None = data if raw is not None else None
+        if raw is not None:
+            self._records: list[Any] = raw
+        else:
+            document = _parse_document(data, self.source, self._spy)
+            del data
+            self._records = _records_of(document, self.source)
+        self._lazy = raw is not None
         self.count = len(self._records)
 
     @property
@@ -369,21 +420,51 @@ class TesFile:
         for index in range(len(records)):
             record = records[index]
             records[index] = None
+            if self._lazy:
+                record = self._decode(record)
             yield self._row(index, record)
         records.clear()
+        self._data = None
+
+    def refusal(self, rejection: Rejection) -> Rejection:
+        """What refuses this file when `rejection` is the first problem met while streaming it: a
+        file the json module cannot read is refused as a whole, as when it was parsed at once."""
+        if self._data is None:
+            return rejection
+        try:
+            _parse_document(self._data, self.source, _FloatSpy())
+        except FileRejected as exc:
+            return exc.rejection
+        return rejection
+
+    def _decode(self, raw: msgspec.Raw) -> Any:
+        """One record's value; the json module decides what msgspec refuses (lone surrogates,
+        numbers out of a double's range, huge integers...)."""
+        spy = self._spy
+        spy.seen = spy.out_of_range = False
+        try:
+            return self._decoder.decode(raw)
+        except (msgspec.MsgspecError, ValueError, RecursionError):
+            pass
+        spy.seen = spy.out_of_range = False
+        try:
+            return json.loads(bytes(raw), parse_constant=_reject_constant, parse_float=spy)
+        except (ValueError, RecursionError) as exc:
+            rejection = self.refusal(Rejection(self.source, None, None, f"unreadable JSON: {exc}"))
+            raise FileRejected(rejection) from exc
 
     def _row(self, index: int, record: Any) -> ValueSetRow | Rejection:
         problem = check_valueset(record)
         if problem is not None:
             key = _key(record) if isinstance(record, dict) else None
             return Rejection(self.source, index, key, problem, _record_text(record))
-        if self._out_of_range and _contains_infinity(record):
+        if self._spy.out_of_range and _contains_infinity(record):
             return Rejection(
                 self.source, index, _key(record),
                 "holds a number out of range (PostgreSQL jsonb cannot store it)", _record_text(record),
             )
         try:
-            data = canonical_bytes(record, has_floats=self._has_floats)
+            data = canonical_bytes(record, has_floats=self._spy.seen)
         except UnicodeEncodeError:
             return Rejection(
                 self.source, index, _key(record), "contains an unpaired UTF-16 surrogate",

@@ -217,31 +217,40 @@ def _stream(
                 continue
             source = document.source
             source_field = _binary_text(source)
-            for item in document.items():
-                if not isinstance(item, ValueSetRow):
-                    if not skip_invalid:
-                        raise item.error()
-                    progress.rejected.append(item)
-                    continue
-                key = (item.canonical_url, item.version)
-                seen = first.get(key)
-                if seen is None:
-                    first[key] = _Seen(item.sha256, source, item.index)
-                elif seen.sha256 != item.sha256:
-                    if not skip_invalid:
-                        raise _conflict(item, source, seen).error()
-                    found.conflicts[key] = seen
-                found.keys.append((item.canonical_url, item.version, item.sha256, source, item.index))
-                content = (item.canonical_url, item.version, item.sha256)
-                if content in known:
-                    continue
-                known.add(content)  # the same content twice in one load is sent once
-                found.sent.add(content)
-                block += _binary_row(item, source_field, tail)
-                size += len(item.data) + 256
-                if size >= COPY_BLOCK:
-                    copy.write(b"".join(block))
-                    block, size = [], 0
+            try:
+                # --skip-invalid refuses a file as a whole when any of it is unreadable: read it
+                # all first; otherwise any problem stops the load, so rows stream as they come
+                items = list(document.items()) if skip_invalid else document.items()
+                for item in items:
+                    if not isinstance(item, ValueSetRow):
+                        if not skip_invalid:
+                            raise document.refusal(item).error()
+                        progress.rejected.append(item)
+                        continue
+                    key = (item.canonical_url, item.version)
+                    seen = first.get(key)
+                    if seen is None:
+                        first[key] = _Seen(item.sha256, source, item.index)
+                    elif seen.sha256 != item.sha256:
+                        if not skip_invalid:
+                            raise document.refusal(_conflict(item, source, seen)).error()
+                        found.conflicts[key] = seen
+                    found.keys.append((item.canonical_url, item.version, item.sha256, source, item.index))
+                    content = (item.canonical_url, item.version, item.sha256)
+                    if content in known:
+                        continue
+                    known.add(content)  # the same content twice in one load is sent once
+                    found.sent.add(content)
+                    block += _binary_row(item, source_field, tail)
+                    size += len(item.data) + 256
+                    if size >= COPY_BLOCK:
+                        copy.write(b"".join(block))
+                        block, size = [], 0
+            except FileRejected as exc:  # found past the file's syntax (see TesFile)
+                if not skip_invalid:
+                    raise exc.rejection.error() from exc
+                progress.rejected.append(exc.rejection)
+                continue
             if block:  # the server works on this file's last rows while the next file is read
                 copy.write(b"".join(block))
                 block, size = [], 0
