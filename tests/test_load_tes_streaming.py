@@ -114,3 +114,21 @@ def test_a_file_unreadable_past_its_first_records_is_refused_whole(
     rejected = query(fresh_database, "select source_file, record_index, reason from raw.rejected_records")
     assert len(rejected) == 1 and rejected[0][0] == str(files[1]) and rejected[0][1] is None
     assert rejected[0][2].startswith("unreadable JSON: Exceeds the limit")
+
+
+@pytest.mark.parametrize("shape", ["fetch", "list"])
+def test_nesting_near_the_recursion_limit_loads_or_refuses_the_file(shape: str, tmp_path: Path) -> None:
+    """Around Python's recursion limit a record may parse yet be too deep to check or write back:
+    the file is then refused as nested too deeply, never a RecursionError traceback."""
+    outcomes = set()
+    for depth in range(900, 1001, 4):
+        record = _record('"x": ' + "[" * depth + "]" * depth)
+        text = f"[{FINE}, {record}]" if shape == "list" else (
+            '{"metadata": {}, "valuesets": [' + FINE + ", " + record + "]}")
+        path = tmp_path / f"deep-{depth}.json"
+        path.write_text(text)
+        result = _read(path)
+        outcomes.add(result[0] if result[0] == "refused" else "read")
+        if result[0] == "refused":
+            assert result[1] == "unreadable JSON: nested too deeply to be TES data"
+    assert outcomes == {"read", "refused"}

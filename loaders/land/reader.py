@@ -30,6 +30,7 @@ from loaders.errors import InvalidInputError
 
 MANIFEST_NAME = "manifest.json"
 _CODE = itemgetter("code")
+_STR_LENGTH = str.__len__
 
 
 @dataclass(frozen=True)
@@ -172,12 +173,12 @@ def _contains_infinity(value: Any) -> bool:
 
 
 def _codes_ok(concepts: list[Any]) -> bool:
-    """Fast path (C-level loops): every concept is an object with a non-empty string code."""
+    """Fast path (C-level loops): every concept is an object with a non-empty string code
+    (`str.__len__` refuses anything but a str, and an empty one is falsy)."""
     try:
-        codes = list(map(_CODE, concepts))
+        return all(map(_STR_LENGTH, map(_CODE, concepts)))
     except (TypeError, KeyError):
         return False
-    return set(map(type, codes)) <= {str} and "" not in codes
 
 
 def _compose_problem(compose: Any) -> str | None:
@@ -422,7 +423,12 @@ class TesFile:
             records[index] = None
             if self._lazy:
                 record = self._decode(record)
-            yield self._row(index, record)
+            try:
+                row = self._row(index, record)
+            except RecursionError as exc:  # parsed, yet too deep to check or write back
+                reason = "unreadable JSON: nested too deeply to be TES data"
+                raise FileRejected(self.refusal(Rejection(self.source, None, None, reason))) from exc
+            yield row
         records.clear()
         self._data = None
 
