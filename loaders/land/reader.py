@@ -326,9 +326,32 @@ _SPLIT_OBJECT = msgspec.json.Decoder(_FetchDocument)
 _SPLIT_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 
 
+def _skeleton(data: bytes, records: list[msgspec.Raw]) -> bytes | None:
+    """`data` with each record's text replaced by `0` (None if a record is not found in order)."""
+    parts = []
+    position = 0
+    for raw in records:
+        text = bytes(raw)
+        head = text[:64]
+        start = data.find(head, position)
+        while start >= 0 and not data.startswith(text, start):
+            start = data.find(head, start + 1)
+        if start < 0:
+            return None
+        parts.append(data[position:start])
+        position = start + len(text)
+    parts.append(data[position:])
+    return b"0".join(parts)
+
+
 def _split(data: bytes) -> list[msgspec.Raw] | None:
     """The records of a fetch-format file or a JSON list, as raw JSON; None for anything else
-    (another shape, invalid JSON or UTF-8, a BOM, deep nesting...), which the json module reads."""
+    (another shape, invalid JSON, a BOM, deep nesting...), which the json module reads whole.
+
+    json.loads accepts the file exactly when it accepts its skeleton (the file, each record
+    replaced by `0`) and every record: the skeleton is checked here (metadata, separators,
+    overwritten duplicate keys), each record when `TesFile` parses it.
+    """
     start = data[:64].lstrip()[:1]
     try:
         if start == b"{":
@@ -339,11 +362,13 @@ def _split(data: bytes) -> list[msgspec.Raw] | None:
             return None
     except (msgspec.MsgspecError, RecursionError):
         return None
-    if not data.isascii():
-        try:  # what json.loads does with bytes holding neither a BOM nor NULs
-            data.decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError:
-            return None
+    skeleton = _skeleton(data, records)
+    if skeleton is None:
+        return None
+    try:
+        json.loads(skeleton, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return None
     return records
 
 
