@@ -91,8 +91,17 @@ ranked as (
 )
 
 select
-    configuration_id,
+    -- the columns every cache diff reads come first: a scan stops decoding each row there
+    ineligibility_reason is null and winning_configuration_id = configuration_id as is_counted,
+    snomed_code,
     jurisdiction_id,
+    case
+        when ineligibility_reason is null and winning_configuration_id = configuration_id
+            then {{ sha256_text(
+                "configuration_id::text || chr(31) || configuration_sha256 || chr(31) || base_source_sha256"
+            ) }}
+    end as cache_source_sha256,
+    configuration_id,
     child_grouper_url,
     child_grouper_version,
     display_name_override,
@@ -106,20 +115,12 @@ select
     created_at,
     updated_at,
     configuration_sha256,
-    snomed_code,
     coalesce(
         ineligibility_reason,
         case when winning_configuration_id <> configuration_id then 'superseded_by_newer_configuration' end
     ) as exclusion_reason,
-    ineligibility_reason is null and winning_configuration_id = configuration_id as is_counted,
     case
         when ineligibility_reason is null and winning_configuration_id <> configuration_id
             then winning_configuration_id
-    end as superseded_by_configuration_id,
-    case
-        when ineligibility_reason is null and winning_configuration_id = configuration_id
-            then {{ sha256_text(
-                "configuration_id::text || chr(31) || configuration_sha256 || chr(31) || base_source_sha256"
-            ) }}
-    end as cache_source_sha256
+    end as superseded_by_configuration_id
 from ranked

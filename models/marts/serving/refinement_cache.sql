@@ -103,15 +103,16 @@ affected_bases as materialized (
     select
         base_arrays.child_grouper_url,
         base_arrays.child_grouper_version,
-        base_arrays.base_codes[:] as base_codes,
         base_arrays.base_codes_by_system,
-        {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
-        base_arrays.base_{{ short_name }}_codes[:] as base_{{ short_name }}_codes,
-        {%- endfor %}
         base_arrays.base_pair_count,
         base_arrays.base_pair_hash_sum,
         base_arrays.parent_groupers,
-        base_arrays.base_sha256
+        base_arrays.base_sha256,
+        base_arrays.base_codes[:] as base_codes,
+        base_arrays.base_loinc_codes[:] as base_loinc_codes,
+        base_arrays.base_snomed_codes[:] as base_snomed_codes,
+        base_arrays.base_icd10_codes[:] as base_icd10_codes,
+        base_arrays.base_rxnorm_codes[:] as base_rxnorm_codes
     from {{ ref('int_rs_grouper_parent_codes') }} as base_arrays
     where exists (
         select 1
@@ -140,9 +141,10 @@ extras as (
         bases.base_codes_by_system,
         bases.base_pair_count,
         bases.base_pair_hash_sum,
-        {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
-        missing.extra_{{ short_name }}_codes,
-        {%- endfor %}
+        missing.extra_loinc_codes,
+        missing.extra_snomed_codes,
+        missing.extra_icd10_codes,
+        missing.extra_rxnorm_codes,
         missing.extra_codes
     from affected
     inner join affected_bases as bases
@@ -153,10 +155,14 @@ extras as (
         -- computed once per row: `offset 0` keeps PostgreSQL from inlining these expressions
         -- into every later reference (each would run its sub-select again)
         select
-            {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
-            {{ sorted_missing('affected.added_' ~ short_name ~ '_codes', 'bases.base_' ~ short_name ~ '_codes') }}
-                as extra_{{ short_name }}_codes,
-            {%- endfor %}
+            {{ sorted_missing('affected.added_loinc_codes', 'bases.base_loinc_codes') }}
+                as extra_loinc_codes,
+            {{ sorted_missing('affected.added_snomed_codes', 'bases.base_snomed_codes') }}
+                as extra_snomed_codes,
+            {{ sorted_missing('affected.added_icd10_codes', 'bases.base_icd10_codes') }}
+                as extra_icd10_codes,
+            {{ sorted_missing('affected.added_rxnorm_codes', 'bases.base_rxnorm_codes') }}
+                as extra_rxnorm_codes,
             array(
                 select distinct added.code collate "C"
                 from unnest(
@@ -184,14 +190,30 @@ computed as (
                 + cardinality(extra_icd10_codes) + cardinality(extra_rxnorm_codes) = 0
                 then base_codes_by_system
             else base_codes_by_system || jsonb_strip_nulls(jsonb_build_object(
-                {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
-                '{{ short_name }}',
+                'loinc',
                 case
-                    when cardinality(extra_{{ short_name }}_codes) > 0
-                        then coalesce(base_codes_by_system -> '{{ short_name }}', '[]'::jsonb)
-                        || to_jsonb(extra_{{ short_name }}_codes)
-                end{{ ',' if not loop.last }}
-                {%- endfor %}
+                    when cardinality(extra_loinc_codes) > 0
+                        then coalesce(base_codes_by_system -> 'loinc', '[]'::jsonb)
+                        || to_jsonb(extra_loinc_codes)
+                end,
+                'snomed',
+                case
+                    when cardinality(extra_snomed_codes) > 0
+                        then coalesce(base_codes_by_system -> 'snomed', '[]'::jsonb)
+                        || to_jsonb(extra_snomed_codes)
+                end,
+                'icd10',
+                case
+                    when cardinality(extra_icd10_codes) > 0
+                        then coalesce(base_codes_by_system -> 'icd10', '[]'::jsonb)
+                        || to_jsonb(extra_icd10_codes)
+                end,
+                'rxnorm',
+                case
+                    when cardinality(extra_rxnorm_codes) > 0
+                        then coalesce(base_codes_by_system -> 'rxnorm', '[]'::jsonb)
+                        || to_jsonb(extra_rxnorm_codes)
+                end
             ))
         end as codes_by_system,
         jsonb_build_object(
@@ -204,16 +226,27 @@ computed as (
         ) as source_details,
         source_sha256,
         base_pair_count
-        {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
-        + cardinality(extra_{{ short_name }}_codes)
-        {%- endfor %} as pair_count,
+        + cardinality(extra_loinc_codes)
+        + cardinality(extra_snomed_codes)
+        + cardinality(extra_icd10_codes)
+        + cardinality(extra_rxnorm_codes) as pair_count,
         base_pair_hash_sum
-        {%- for short_name in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
         + coalesce((
-            select sum({{ code_pair_hash("'" ~ short_name ~ "'", 'extra.code') }})
-            from unnest(extra_{{ short_name }}_codes) as extra (code)
+            select sum({{ code_pair_hash("'loinc'", 'extra.code') }})
+            from unnest(extra_loinc_codes) as extra (code)
         ), 0)
-        {%- endfor %} as pair_hash_sum
+        + coalesce((
+            select sum({{ code_pair_hash("'snomed'", 'extra.code') }})
+            from unnest(extra_snomed_codes) as extra (code)
+        ), 0)
+        + coalesce((
+            select sum({{ code_pair_hash("'icd10'", 'extra.code') }})
+            from unnest(extra_icd10_codes) as extra (code)
+        ), 0)
+        + coalesce((
+            select sum({{ code_pair_hash("'rxnorm'", 'extra.code') }})
+            from unnest(extra_rxnorm_codes) as extra (code)
+        ), 0) as pair_hash_sum
     from extras
 
 )
