@@ -200,10 +200,12 @@ def _stream(
     tail = _binary_tail(load_id, loaded_at)
     found = _Stream()
     first: dict[tuple[str, str], _Seen] = {}
+    # The GC pause ends first (contexts exit in reverse): a collection it lets through (a full one
+    # the caller's heap was due) then runs while the server still works on the queued rows.
     with (
-        cyclic_gc_paused(),
         conn.cursor() as cur,
         cur.copy(COPY_NEW, writer=QueuedLibpqWriter(cur)) as copy,
+        cyclic_gc_paused(),
     ):
         block: list[bytes] = [COPY_SIGNATURE]
         size = len(COPY_SIGNATURE)
