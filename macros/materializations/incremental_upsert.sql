@@ -12,12 +12,15 @@
       the rows to (re)write. They are upserted on `unique_key` in ONE statement sent with the
       model's hooks in ONE round trip. `preserve_unless_changed` ({column: guard_column}) keeps
       an existing row's `column` (e.g. updated_at) when its `guard_column` (e.g. a content
-      hash) is unchanged. Rows that must disappear are the post-hooks' business.
+      hash) is unchanged. With `delete_if_null` (a column the contract declares not null), a
+      returned row whose value there is null stands for a key that must disappear: the same
+      statement deletes the table's row with that unique_key instead of writing it.
 
     A table whose columns are not the contract's stops the build with a message naming the
     --full-refresh to run (the check rides in the same round trip).
 
     Config: unique_key (list, required), preserve_unless_changed (dict, optional),
+    delete_if_null (column name, optional),
     storage_parameters (dict, optional: `with (...)` of the created table), column_storage
     (dict, optional: column -> plain|main|external|extended) and column_collations (dict,
     optional: column -> collation, the column keeping its contract data_type), all set before
@@ -76,6 +79,11 @@
                 "incremental_upsert: " ~ this ~ " declares no columns in YAML; the upsert writes the contract's columns") }}
         {%- endif -%}
         {%- set updatable = columns | reject('in', unique_key) | list -%}
+        {%- set delete_if_null = config.get('delete_if_null') -%}
+        {%- if delete_if_null is not none and delete_if_null not in updatable -%}
+            {{ exceptions.raise_compiler_error(
+                "incremental_upsert: delete_if_null of " ~ this ~ " must name one of its non-key columns, not " ~ delete_if_null) }}
+        {%- endif -%}
         {{ run_hooks(pre_hooks, inside_transaction=False) }}
         {% call statement('main') -%}
             {{ incremental_upsert_check_columns_sql(target_relation, columns) }}
@@ -83,9 +91,23 @@
             with rows_to_write as (
                 {{ sql }}
             )
+            {%- if delete_if_null is not none %},
+            deleted_rows as (
+                delete from {{ target_relation }} as existing_rows
+                using rows_to_write
+                where
+                    rows_to_write.{{ delete_if_null }} is null
+                    {%- for key in unique_key %}
+                    and existing_rows.{{ key }} = rows_to_write.{{ key }}
+                    {%- endfor %}
+            )
+            {%- endif %}
             insert into {{ target_relation }} as existing_rows ({{ columns | join(', ') }})
             select {{ columns | join(', ') }}
             from rows_to_write
+            {%- if delete_if_null is not none %}
+            where rows_to_write.{{ delete_if_null }} is not null
+            {%- endif %}
             on conflict ({{ unique_key | join(', ') }}) do update set
             {%- for column in updatable %}
                 {{ column }} =

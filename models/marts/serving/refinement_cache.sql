@@ -3,7 +3,7 @@
     materialized='incremental_upsert',
     unique_key=['snomed_code', 'jurisdiction_id'],
     preserve_unless_changed={'updated_at': 'content_sha256'},
-    post_hook=["{{ refinement_cache_delete_stale() }}"],
+    delete_if_null='source_sha256',
     indexes=[{'columns': ['aggregated_codes'], 'type': 'gin'}],
     storage_parameters={'toast_tuple_target': 128},
     column_collations={'aggregated_codes': 'C'},
@@ -23,8 +23,9 @@
     everything a row is built from (the winning configuration's content, its RS grouper, the
     parents and their codes). A build recomputes only the keys whose source_sha256 differs
     from the stored one (new keys included) and upserts them; updated_at is kept where
-    content_sha256 did not change; a post-hook deletes the keys no counted configuration
-    reaches any more.
+    content_sha256 did not change. The same hash full join finds the stored keys no counted
+    configuration reaches any more; they are returned with a null source_sha256, which makes
+    the materialization delete them in the same statement (delete_if_null).
 
     Storage: the code arrays and source_details live out of line (toast_tuple_target 128) while
     the keys and hashes stay in the heap (storage plain), so the diffs scan a few MB instead
@@ -33,14 +34,14 @@
     makes the index build compare codes with memcmp instead of the database's locale: about
     1.7x less CPU at production scale.
 
-    Merge and nested-loop joins are off for this model: the key diffs (new or changed keys,
-    stale keys) are anti-joins of ~all keys, and one hash join (~10 ms at production scale)
-    beats both the merge joins the planner tends to pick (sorting text keys under the database
+    Merge and nested-loop joins are off for this model: the key diff (new, changed and stale
+    keys) joins ~all keys, and one hash join (~10 ms at production scale) beats both the merge joins the planner tends to pick (sorting text keys under the database
     collation) and the nested loops it picks once the heap is small (a primary-key probe per key).
 -#}
 -- noqa: disable=LT01,LT02,LT05,CV11,AM06,ST05
 -- (text [] spacing, the cast() column list of the contract, the Jinja-built CTEs and the
 -- once-per-row lateral sub-select)
+{%- set incremental = is_incremental_upsert() %}
 with
 
 counted as (
@@ -62,7 +63,7 @@ counted as (
 
 ),
 
-{%- if is_incremental_upsert() %}
+{%- if incremental %}
 
 current_rows as (
 
@@ -74,17 +75,44 @@ current_rows as (
 
 ),
 
+key_changes as materialized (
+
+    -- one hash full join of the counted keys with the stored ones, on the narrow leading
+    -- columns only: the keys that are new or whose fingerprint changed, and the stored keys no
+    -- counted configuration reaches any more (counted side null)
+    select
+        counted_keys.snomed_code,
+        counted_keys.jurisdiction_id,
+        current_rows.snomed_code as stored_snomed_code,
+        current_rows.jurisdiction_id as stored_jurisdiction_id
+    from (
+        select
+            snomed_code,
+            jurisdiction_id,
+            cache_source_sha256 as source_sha256
+        from {{ ref('int_configurations_evaluated') }}
+        where is_counted
+    ) as counted_keys
+    full join current_rows
+        on
+            counted_keys.snomed_code = current_rows.snomed_code
+            and counted_keys.jurisdiction_id = current_rows.jurisdiction_id
+    where counted_keys.source_sha256 is distinct from current_rows.source_sha256
+
+),
+
 affected as (
 
-    -- the keys whose fingerprint changed or that are new: a hash anti-join on three columns
+    -- their configurations (a semi-join: nothing to read when no key changed)
     select counted.*
     from counted
-    left join current_rows
-        on
-            counted.snomed_code = current_rows.snomed_code
-            and counted.jurisdiction_id = current_rows.jurisdiction_id
-            and counted.source_sha256 = current_rows.source_sha256
-    where current_rows.snomed_code is null
+    where exists (
+        select 1
+        from key_changes
+        where
+            key_changes.snomed_code = counted.snomed_code
+            and key_changes.jurisdiction_id = counted.jurisdiction_id
+    )
 
 ),
 {%- else %}
@@ -261,3 +289,20 @@ select
     cast({{ code_set_sha256('pair_count', 'pair_hash_sum') }} as text) as content_sha256,
     cast(now() as timestamptz) as updated_at
 from computed
+{%- if incremental %}
+
+union all
+
+-- the stored keys to delete: a null source_sha256 (delete_if_null) and nothing else
+select
+    cast(stored_snomed_code as text) as snomed_code,
+    cast(stored_jurisdiction_id as text) as jurisdiction_id,
+    cast(null as text []) as aggregated_codes,
+    cast(null as jsonb) as codes_by_system,
+    cast(null as jsonb) as source_details,
+    cast(null as text) as source_sha256,
+    cast(null as text) as content_sha256,
+    cast(null as timestamptz) as updated_at
+from key_changes
+where snomed_code is null
+{%- endif %}
