@@ -35,8 +35,9 @@
     1.7x less CPU at production scale.
 
     Merge and nested-loop joins are off for this model: the key diff (new, changed and stale
-    keys) joins ~all keys, and one hash join (~10 ms at production scale) beats both the merge joins the planner tends to pick (sorting text keys under the database
-    collation) and the nested loops it picks once the heap is small (a primary-key probe per key).
+    keys) joins ~all keys, and one hash join (~10 ms at production scale) beats both the merge
+    joins the planner tends to pick (sorting text keys under the database collation) and the
+    nested loops it picks once the heap is small (a primary-key probe per key).
 -#}
 -- noqa: disable=LT01,LT02,LT05,CV11,AM06,ST05
 -- (text [] spacing, the cast() column list of the contract, the Jinja-built CTEs and the
