@@ -227,3 +227,67 @@ def test_cache_schema_drift_stops_the_build_with_the_command_to_run(built: Datab
         build(built, "--full-refresh")
     with psycopg.connect(built.conninfo()) as conn:
         assert differences(expected_cache(conn), actual_cache(conn)) == []
+
+
+SYNCED_INPUTS = "refiner.refinement_cache__synced_inputs"
+
+
+def _synced(settings: DatabaseSettings) -> tuple:
+    with psycopg.connect(settings.conninfo()) as conn:
+        return conn.execute(f"select inputs_fingerprint, synced_at from {SYNCED_INPUTS}").fetchall()
+
+
+def _cache_node_status(results: dict) -> str:
+    return next(r["adapter_response"]["_message"] for r in results["results"]
+                if r["unique_id"].endswith(".refinement_cache"))
+
+
+def test_unchanged_inputs_skip_the_cache_diff_and_any_change_reopens_it(built: DatabaseSettings) -> None:
+    """inputs_fingerprint: while the counted (key, source_sha256) pairs are the ones the table was
+    last written from, a build runs none of the model's SQL (shown by a row deleted behind dbt's
+    back staying deleted); one changed input opens the gate and the whole diff runs (the deleted
+    row comes back). The full build records the fingerprint too, and a deployment without the
+    side table gets it on its next build."""
+    build(built, "--full-refresh", command="run")
+    with psycopg.connect(built.conninfo(), autocommit=True) as conn:
+        counted = conn.execute("select count(*) from refiner.configurations where is_counted "
+                               "and snomed_code is not null").fetchone()[0]
+        keys = conn.execute("select count(*) from refiner.refinement_cache").fetchone()[0]
+        [(fingerprint, synced_at)] = _synced(built)
+        assert fingerprint.startswith(f"{keys}:") and keys <= counted
+        victim = conn.execute("select snomed_code, jurisdiction_id from refiner.refinement_cache "
+                              "order by 1, 2 limit 1").fetchone()
+        conn.execute("delete from refiner.refinement_cache where snomed_code = %s "
+                     "and jurisdiction_id = %s", victim)
+    try:
+        # nothing changed: the gate stays shut, the model's SQL does not run
+        assert _cache_node_status(build(built, command="run")) == "INSERT 0 0"
+        assert _synced(built) == [(fingerprint, synced_at)]
+        with psycopg.connect(built.conninfo()) as conn:
+            assert victim not in actual_cache(conn)
+            edited = conn.execute(
+                "select id from refiner.configurations where is_counted and (snomed_code, "
+                "jurisdiction_id) <> (%s, %s) order by id limit 1", victim).fetchone()[0]
+            conn.execute("update raw.configurations set loinc_codes = array['55555-5'], "
+                         "updated_at = updated_at + interval '1 day' where id = %s", (edited,))
+            conn.commit()
+        # one configuration edited: the diff runs over every key and puts the deleted row back
+        assert _cache_node_status(build(built, command="run")) == "INSERT 0 2"
+        [(reopened, _)] = _synced(built)
+        assert reopened != fingerprint
+        with psycopg.connect(built.conninfo()) as conn:
+            actual = actual_cache(conn)
+            assert victim in actual
+            assert differences(expected_cache(conn), actual) == []
+
+        # a table built before the side table existed: the next build creates and fills it
+        with psycopg.connect(built.conninfo(), autocommit=True) as conn:
+            conn.execute(f"drop table {SYNCED_INPUTS}")
+        assert _cache_node_status(build(built, command="run")) == "INSERT 0 0"
+        assert [row[0] for row in _synced(built)] == [reopened]
+
+        # the full build records the same fingerprint from the same inputs
+        build(built, "--full-refresh", command="run")
+        assert [row[0] for row in _synced(built)] == [reopened]
+    finally:
+        build(built, "--full-refresh")

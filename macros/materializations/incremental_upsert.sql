@@ -19,8 +19,18 @@
     A table whose columns are not the contract's stops the build with a message naming the
     --full-refresh to run (the check rides in the same round trip).
 
+    `inputs_fingerprint` (optional) makes a build whose inputs did not change cost O(1) in the
+    table instead of a diff of every key: {ref: model, where: condition, columns: [...]} names
+    the rows and columns the model's output is a function of. Their fingerprint (row count and
+    the exact sum of the rows' 64-bit hashes) is kept in a one-row side table,
+    <identifier>__synced_inputs, written in the same transaction as the table (full build or
+    upsert). While it matches, the model's SQL is not run at all (a one-time filter); any
+    change opens the gate and the model's own diff runs. This trusts that only this
+    materialization writes the table, as the diff itself does: put right a table written by
+    hand with --full-refresh.
+
     Config: unique_key (list, required), preserve_unless_changed (dict, optional),
-    delete_if_null (column name, optional),
+    delete_if_null (column name, optional), inputs_fingerprint (dict, optional),
     storage_parameters (dict, optional: `with (...)` of the created table), column_storage
     (dict, optional: column -> plain|main|external|extended) and column_collations (dict,
     optional: column -> collation, the column keeping its contract data_type), all set before
@@ -37,6 +47,8 @@
     {%- set target_relation = this.incorporate(type='table') -%}
     {%- set existing_relation = load_cached_relation(this) -%}
     {%- set grant_config = config.get('grants') -%}
+    {%- set inputs_spec = config.get('inputs_fingerprint') -%}
+    {%- set synced_inputs = incremental_upsert_synced_inputs_relation(target_relation) -%}
     {%- set rebuild = existing_relation is none
         or existing_relation.type != 'table'
         or should_full_refresh() -%}
@@ -64,6 +76,12 @@
         {% endif %}
         {{ adapter.rename_relation(intermediate_relation, target_relation) }}
 
+        {%- if inputs_spec %}
+        {% call statement('record_inputs') -%}
+            {{ incremental_upsert_record_inputs_sql(synced_inputs, inputs_spec) }}
+        {%- endcall %}
+        {%- endif %}
+
         {{ run_hooks(post_hooks, inside_transaction=True) }}
         {% do apply_grants(target_relation, grant_config, should_revoke=should_revoke(existing_relation, full_refresh_mode=True)) %}
         {% do persist_docs(target_relation, model) %}
@@ -85,12 +103,43 @@
                 "incremental_upsert: delete_if_null of " ~ this ~ " must name one of its non-key columns, not " ~ delete_if_null) }}
         {%- endif -%}
         {{ run_hooks(pre_hooks, inside_transaction=False) }}
+        {%- set gated = inputs_spec and load_cached_relation(synced_inputs) is not none -%}
         {% call statement('main') -%}
             {{ incremental_upsert_check_columns_sql(target_relation, columns) }}
+            {%- if inputs_spec and not gated %}
+            {#- a table built before inputs_fingerprint was set: this run diffs, and records -#}
+            {{ incremental_upsert_create_synced_inputs_sql(synced_inputs) }}
+            {%- endif %}
             {{ incremental_upsert_hooks_sql(pre_hooks) }}
-            with rows_to_write as (
+            with
+            {%- if inputs_spec %}
+            inputs as materialized (
+                {{ incremental_upsert_inputs_fingerprint_sql(inputs_spec) }}
+            ),
+            synced_inputs_recorded as (
+                -- the fingerprint the table was last written from becomes this one
+                update {{ synced_inputs }} as synced
+                set inputs_fingerprint = inputs.fingerprint, synced_at = now()
+                from inputs
+                where synced.inputs_fingerprint is distinct from inputs.fingerprint
+            ),
+            rows_to_write as (
+                -- the model's rows, only when its inputs changed since the table was written
+                select model_rows.*
+                from (
+                    {{ sql }}
+                ) as model_rows
+                where not exists (
+                    select
+                    from {{ synced_inputs }} as synced
+                    inner join inputs on synced.inputs_fingerprint = inputs.fingerprint
+                )
+            )
+            {%- else %}
+            rows_to_write as (
                 {{ sql }}
             )
+            {%- endif %}
             {%- if delete_if_null is not none %},
             deleted_rows as (
                 delete from {{ target_relation }} as existing_rows
@@ -213,4 +262,62 @@
         and model.config.materialized == 'incremental_upsert'
         and not should_full_refresh()
     ) }}
+{%- endmacro %}
+
+
+{#-
+    inputs_fingerprint: where the fingerprint of the inputs the table was last written from is
+    kept (one row, beside the table, no grants), and how it is computed and recorded.
+-#}
+{% macro incremental_upsert_synced_inputs_relation(relation) -%}
+    {{ return(relation.incorporate(path={'identifier': relation.identifier ~ '__synced_inputs'})) }}
+{%- endmacro %}
+
+
+{#-
+    The row count and the exact sum of the rows' 64-bit hashes: order-free, one scan. A row's
+    hash chains its columns' text through hashtextextended's seed (no string is built), a null
+    flipping the lowest bit so that it differs from ''.
+-#}
+{% macro incremental_upsert_inputs_fingerprint_sql(spec) -%}
+    {%- set columns = spec.get('columns') or [] -%}
+    {%- if spec.get('ref') is none or columns is string or columns | length == 0 -%}
+        {{ exceptions.raise_compiler_error(
+            "incremental_upsert: inputs_fingerprint of " ~ this ~ " needs `ref` (a model) and `columns` (a list)") }}
+    {%- endif -%}
+    {%- set row_hash = namespace(sql='0') -%}
+    {%- for column in columns -%}
+        {%- set row_hash.sql = "(hashtextextended(coalesce((" ~ column ~ ")::text, ''), " ~ row_hash.sql
+            ~ ") # ((" ~ column ~ ") is null)::int::bigint)" -%}
+    {%- endfor %}
+    select
+        count(*)::text || ':' || coalesce(sum({{ row_hash.sql }}), 0)::text as fingerprint
+    from {{ ref(spec['ref']) }}
+    {%- if spec.get('where') %}
+    where {{ spec['where'] }}
+    {%- endif %}
+{%- endmacro %}
+
+
+{% macro incremental_upsert_create_synced_inputs_sql(relation) -%}
+    create table if not exists {{ relation }} (
+        inputs_fingerprint text not null,
+        synced_at timestamptz
+    );
+    comment on table {{ relation }} is
+        'incremental_upsert state of {{ this.identifier }}: the fingerprint of the inputs it was last written from (inputs_fingerprint config); one row';
+    insert into {{ relation }} (inputs_fingerprint)
+    select ''
+    where not exists (select from {{ relation }});
+{%- endmacro %}
+
+
+{#- Full build: the table now holds exactly what these inputs give. -#}
+{% macro incremental_upsert_record_inputs_sql(relation, spec) -%}
+    {{ incremental_upsert_create_synced_inputs_sql(relation) }}
+    update {{ relation }}
+    set inputs_fingerprint = inputs.fingerprint, synced_at = now()
+    from (
+        {{ incremental_upsert_inputs_fingerprint_sql(spec) }}
+    ) as inputs;
 {%- endmacro %}

@@ -4,6 +4,11 @@
     unique_key=['snomed_code', 'jurisdiction_id'],
     preserve_unless_changed={'updated_at': 'content_sha256'},
     delete_if_null='source_sha256',
+    inputs_fingerprint={
+        'ref': 'int_configurations_evaluated',
+        'where': 'is_counted',
+        'columns': ['snomed_code', 'jurisdiction_id', 'cache_source_sha256'],
+    },
     indexes=[{'columns': ['aggregated_codes'], 'type': 'gin'}],
     storage_parameters={'toast_tuple_target': 128},
     column_collations={'aggregated_codes': 'C'},
@@ -25,7 +30,9 @@
     from the stored one (new keys included) and upserts them; updated_at is kept where
     content_sha256 did not change. The same hash full join finds the stored keys no counted
     configuration reaches any more; they are returned with a null source_sha256, which makes
-    the materialization delete them in the same statement (delete_if_null).
+    the materialization delete them in the same statement (delete_if_null). The rows are a
+    function of the counted (key, source_sha256) pairs alone, so when their fingerprint is the
+    one the table was last written from (inputs_fingerprint), nothing is diffed at all.
 
     Storage: the code arrays and source_details live out of line (toast_tuple_target 128) while
     the keys and hashes stay in the heap (storage plain), so the diffs scan a few MB instead
