@@ -291,3 +291,41 @@ def test_unchanged_inputs_skip_the_cache_diff_and_any_change_reopens_it(built: D
         assert [row[0] for row in _synced(built)] == [reopened]
     finally:
         build(built, "--full-refresh")
+
+
+MISCONFIGURATIONS = {
+    "delete_if_null names a key": (
+        "delete_if_null='source_sha256'", "delete_if_null='snomed_code'",
+        "delete_if_null of {relation} must name one of its non-key columns, not snomed_code"),
+    "inputs_fingerprint without columns": (
+        "'columns': ['snomed_code', 'jurisdiction_id', 'cache_source_sha256'],", "",
+        "inputs_fingerprint of {relation} needs `ref` (a model) and `columns` (a list)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISCONFIGURATIONS))
+def test_materialization_misconfiguration_is_a_clear_compile_error(
+    built: DatabaseSettings, case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wrong incremental_upsert option stops the node with a message naming the option and the
+    model, before anything is written."""
+    from bench.project import snapshot_project
+
+    original, replacement, message = MISCONFIGURATIONS[case]
+    project = snapshot_project(tmp_path / "project", working_tree=True)
+    model = project / "models" / "marts" / "serving" / "refinement_cache.sql"
+    text = model.read_text()
+    assert original in text
+    model.write_text(text.replace(original, replacement))
+    monkeypatch.setenv("REFINERY_PROJECT_DIR", str(project))
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+    with psycopg.connect(built.conninfo()) as conn:
+        before = conn.execute("select count(*), max(updated_at) from refiner.refinement_cache").fetchone()
+    outcome = dbt.run(["run", "--select", "refinement_cache"], built)
+    result = next(r for r in dbt.run_results()["results"] if r["unique_id"].endswith(".refinement_cache"))
+    relation = f'"{built.dbname}"."refiner"."refinement_cache"'
+    assert outcome.exit_code != 0 and result["status"] == "error"
+    assert message.format(relation=relation) in result["message"]
+    with psycopg.connect(built.conninfo()) as conn:
+        assert conn.execute(
+            "select count(*), max(updated_at) from refiner.refinement_cache").fetchone() == before
