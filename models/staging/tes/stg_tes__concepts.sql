@@ -20,19 +20,14 @@ valuesets as (
 compose_includes as (
 
     select
-        valuesets.valueset_id,
-        valuesets.canonical_url,
-        valuesets.version,
-        valuesets.grouper_type,
-        includes.include_item
-    from valuesets
-    cross join lateral jsonb_array_elements(
-        case
-            when jsonb_typeof(valuesets.resource -> 'compose' -> 'include') = 'array'
-                then valuesets.resource -> 'compose' -> 'include'
-            else '[]'::jsonb
-        end
-    ) as includes (include_item)
+        valueset_id,
+        canonical_url,
+        version,
+        grouper_type,
+        system_url,
+        system_version,
+        concept_items
+    from {{ ref('stg_tes__compose_includes') }}
 
 ),
 
@@ -43,19 +38,13 @@ compose_concepts as (
         compose_includes.canonical_url,
         compose_includes.version,
         compose_includes.grouper_type,
-        compose_includes.include_item ->> 'system' as system_url,
-        compose_includes.include_item ->> 'version' as system_version,
+        compose_includes.system_url,
+        compose_includes.system_version,
         concepts.concept_item ->> 'code' as code,
         concepts.concept_item ->> 'display' as display,
         'compose'::text as listed_in
     from compose_includes
-    cross join lateral jsonb_array_elements(
-        case
-            when jsonb_typeof(compose_includes.include_item -> 'concept') = 'array'
-                then compose_includes.include_item -> 'concept'
-            else '[]'::jsonb
-        end
-    ) as concepts (concept_item)
+    cross join lateral jsonb_array_elements(compose_includes.concept_items) as concepts (concept_item)
 
 ),
 

@@ -4,34 +4,15 @@
 -#}
 with
 
-valuesets as (
+compose_includes as (
 
     select
         valueset_id,
         canonical_url,
         version,
         grouper_type,
-        resource
-    from {{ ref('stg_tes__valuesets') }}
-
-),
-
-compose_includes as (
-
-    select
-        valuesets.valueset_id,
-        valuesets.canonical_url,
-        valuesets.version,
-        valuesets.grouper_type,
-        includes.include_item
-    from valuesets
-    cross join lateral jsonb_array_elements(
-        case
-            when jsonb_typeof(valuesets.resource -> 'compose' -> 'include') = 'array'
-                then valuesets.resource -> 'compose' -> 'include'
-            else '[]'::jsonb
-        end
-    ) as includes (include_item)
+        valueset_references
+    from {{ ref('stg_tes__compose_includes') }}
 
 ),
 
@@ -44,14 +25,7 @@ references_listed as (
         compose_includes.grouper_type,
         referenced.reference_text
     from compose_includes
-    cross join
-        lateral jsonb_array_elements_text(
-            case
-                when jsonb_typeof(compose_includes.include_item -> 'valueSet') = 'array'
-                    then compose_includes.include_item -> 'valueSet'
-                else '[]'::jsonb
-            end
-        ) as referenced (reference_text)
+    cross join lateral jsonb_array_elements_text(compose_includes.valueset_references) as referenced (reference_text)
     where nullif(referenced.reference_text, '') is not null
 
 )
