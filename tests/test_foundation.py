@@ -16,6 +16,7 @@ import yaml
 
 from loaders import connection
 from loaders.connection import DatabaseSettings
+from loaders.errors import ConfigurationError
 
 from .conftest import REPO, free_port
 
@@ -85,6 +86,51 @@ def test_profile_example_has_three_targets_reading_the_environment() -> None:
         assert output["type"] == "postgres"
         for key in ("host", "user", "dbname", "password"):
             assert "env_var(" in str(output[key]), key
+
+
+def test_profile_threads_follow_refinery_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every target reads its threads from REFINERY_THREADS, which `refinery` sets to one per
+    usable CPU unless it is set; a bad value is a clear error, not dbt's traceback."""
+    from loaders import dbt
+
+    profile = yaml.safe_load((REPO / "profiles.yml.example").read_text())["refinery"]
+    for name, output in profile["outputs"].items():
+        assert "env_var('REFINERY_THREADS'" in str(output["threads"]), name
+    monkeypatch.delenv("REFINERY_THREADS", raising=False)
+    assert dbt.threads() == str(len(os.sched_getaffinity(0)))
+    monkeypatch.setenv("REFINERY_THREADS", " 3 ")
+    assert dbt.threads() == "3"
+    for bad in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv("REFINERY_THREADS", bad)
+        with pytest.raises(ConfigurationError, match="REFINERY_THREADS must be a whole number"):
+            dbt.threads()
+
+
+def test_refinery_hands_its_threads_to_dbt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The value is in the environment while dbt runs (the profile reads it), and only then."""
+    import dbt.cli.main
+
+    from loaders import dbt as refinery_dbt
+
+    seen: list[str | None] = []
+
+    class FakeResult:
+        success, exception = True, None
+
+    def fake_invoke(self: object, args: list[str]) -> FakeResult:
+        seen.append(os.environ.get("REFINERY_THREADS"))
+        return FakeResult()
+
+    monkeypatch.setattr(dbt.cli.main.dbtRunner, "invoke", fake_invoke)
+    monkeypatch.delenv("REFINERY_THREADS", raising=False)
+    settings = DatabaseSettings("127.0.0.1", 5432, "postgres", None, "refinery", "test")
+    assert refinery_dbt.run(["parse"], settings).exit_code == 0
+    monkeypatch.setenv("REFINERY_THREADS", "5")
+    refinery_dbt.run(["parse"], settings)
+    assert seen == [str(len(os.sched_getaffinity(0))), "5"]
+    monkeypatch.delenv("REFINERY_THREADS")
+    refinery_dbt.run(["parse"], settings)
+    assert "REFINERY_THREADS" not in os.environ
 
 
 def test_docker_compose_is_well_formed() -> None:
