@@ -329,3 +329,28 @@ def test_materialization_misconfiguration_is_a_clear_compile_error(
     with psycopg.connect(built.conninfo()) as conn:
         assert conn.execute(
             "select count(*), max(updated_at) from refiner.refinement_cache").fetchone() == before
+
+
+def test_without_inputs_fingerprint_the_side_table_is_dropped(
+    built: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Turning the option off drops refinement_cache__synced_inputs, so that a fingerprint that
+    stopped being kept can never shut the gate when the option is turned on again."""
+    from bench.project import snapshot_project
+
+    project = snapshot_project(tmp_path / "project", working_tree=True)
+    model = project / "models" / "marts" / "serving" / "refinement_cache.sql"
+    text = model.read_text()
+    start = text.index("    inputs_fingerprint={")
+    end = text.index("},\n", start) + len("},\n")
+    model.write_text(text[:start] + text[end:])
+    assert _synced(built)
+    with monkeypatch.context() as patched:
+        patched.setenv("REFINERY_PROJECT_DIR", str(project))
+        patched.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+        assert dbt.run(["run", "--select", "refinement_cache"], built).exit_code == 0
+    with psycopg.connect(built.conninfo()) as conn:
+        assert conn.execute("select to_regclass(%s)", (SYNCED_INPUTS,)).fetchone() == (None,)
+    # the project as it is keeps it again from its next build on
+    assert _cache_node_status(build(built, command="run")) == "INSERT 0 0"
+    assert len(_synced(built)) == 1

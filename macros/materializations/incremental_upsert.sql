@@ -19,15 +19,16 @@
     A table whose columns are not the contract's stops the build with a message naming the
     --full-refresh to run (the check rides in the same round trip).
 
-    `inputs_fingerprint` (optional) makes a build whose inputs did not change cost O(1) in the
-    table instead of a diff of every key: {ref: model, where: condition, columns: [...]} names
-    the rows and columns the model's output is a function of. Their fingerprint (row count and
-    the exact sum of the rows' 64-bit hashes) is kept in a one-row side table,
-    <identifier>__synced_inputs, written in the same transaction as the table (full build or
-    upsert). While it matches, the model's SQL is not run at all (a one-time filter); any
-    change opens the gate and the model's own diff runs. This trusts that only this
+    `inputs_fingerprint` (optional) makes a build whose inputs did not change cost one scan of
+    those inputs instead of the model's diff over every key: {ref: model, where: condition,
+    columns: [...]} names the rows and columns the model's output is a function of. Their
+    fingerprint (row count and the exact sum of the rows' 64-bit hashes) is kept in a one-row
+    side table, <identifier>__synced_inputs, written in the same transaction as the table (full
+    build or upsert). While it matches, the model's SQL is not run at all (a one-time filter);
+    any change opens the gate and the model's own diff runs. This trusts that only this
     materialization writes the table, as the diff itself does: put right a table written by
-    hand with --full-refresh.
+    hand with --full-refresh. Without the option, a side table left from an earlier build is
+    dropped (a stale fingerprint must never shut the gate later).
 
     Config: unique_key (list, required), preserve_unless_changed (dict, optional),
     delete_if_null (column name, optional), inputs_fingerprint (dict, optional),
@@ -80,6 +81,8 @@
         {% call statement('record_inputs') -%}
             {{ incremental_upsert_record_inputs_sql(synced_inputs, inputs_spec) }}
         {%- endcall %}
+        {%- else %}
+        {{ drop_relation_if_exists(load_cached_relation(synced_inputs)) }}
         {%- endif %}
 
         {{ run_hooks(post_hooks, inside_transaction=True) }}
@@ -103,12 +106,14 @@
                 "incremental_upsert: delete_if_null of " ~ this ~ " must name one of its non-key columns, not " ~ delete_if_null) }}
         {%- endif -%}
         {{ run_hooks(pre_hooks, inside_transaction=False) }}
-        {%- set gated = inputs_spec and load_cached_relation(synced_inputs) is not none -%}
+        {%- set has_synced_inputs = load_cached_relation(synced_inputs) is not none -%}
         {% call statement('main') -%}
             {{ incremental_upsert_check_columns_sql(target_relation, columns) }}
-            {%- if inputs_spec and not gated %}
+            {%- if inputs_spec and not has_synced_inputs %}
             {#- a table built before inputs_fingerprint was set: this run diffs, and records -#}
             {{ incremental_upsert_create_synced_inputs_sql(synced_inputs) }}
+            {%- elif has_synced_inputs and not inputs_spec %}
+            drop table if exists {{ synced_inputs }};
             {%- endif %}
             {{ incremental_upsert_hooks_sql(pre_hooks) }}
             with
