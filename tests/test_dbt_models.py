@@ -232,7 +232,7 @@ def test_cache_schema_drift_stops_the_build_with_the_command_to_run(built: Datab
 SYNCED_INPUTS = "refiner.refinement_cache__synced_inputs"
 
 
-def _synced(settings: DatabaseSettings) -> tuple:
+def _synced(settings: DatabaseSettings) -> list[tuple]:
     with psycopg.connect(settings.conninfo()) as conn:
         return conn.execute(f"select inputs_fingerprint, synced_at from {SYNCED_INPUTS}").fetchall()
 
