@@ -9,7 +9,7 @@ table.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -293,6 +293,22 @@ def test_unchanged_inputs_skip_the_cache_diff_and_any_change_reopens_it(built: D
         build(built, "--full-refresh")
 
 
+def _use_project_with_cache_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Callable[[str], str],
+) -> None:
+    """Point `refinery` at a copy of the project whose refinement_cache.sql is edit(its text)."""
+    from bench.project import snapshot_project
+
+    project = snapshot_project(tmp_path / "project", working_tree=True)
+    model = project / "models" / "marts" / "serving" / "refinement_cache.sql"
+    text = model.read_text()
+    edited = edit(text)
+    assert edited != text, "the edit changed nothing in refinement_cache.sql"
+    model.write_text(edited)
+    monkeypatch.setenv("REFINERY_PROJECT_DIR", str(project))
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+
+
 MISCONFIGURATIONS = {
     "delete_if_null names a key": (
         "delete_if_null='source_sha256'", "delete_if_null='snomed_code'",
@@ -309,16 +325,8 @@ def test_materialization_misconfiguration_is_a_clear_compile_error(
 ) -> None:
     """A wrong incremental_upsert option stops the node with a message naming the option and the
     model, before anything is written."""
-    from bench.project import snapshot_project
-
     original, replacement, message = MISCONFIGURATIONS[case]
-    project = snapshot_project(tmp_path / "project", working_tree=True)
-    model = project / "models" / "marts" / "serving" / "refinement_cache.sql"
-    text = model.read_text()
-    assert original in text
-    model.write_text(text.replace(original, replacement))
-    monkeypatch.setenv("REFINERY_PROJECT_DIR", str(project))
-    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+    _use_project_with_cache_model(tmp_path, monkeypatch, lambda text: text.replace(original, replacement))
     with psycopg.connect(built.conninfo()) as conn:
         before = conn.execute("select count(*), max(updated_at) from refiner.refinement_cache").fetchone()
     outcome = dbt.run(["run", "--select", "refinement_cache"], built)
@@ -336,18 +344,14 @@ def test_without_inputs_fingerprint_the_side_table_is_dropped(
 ) -> None:
     """Turning the option off drops refinement_cache__synced_inputs, so that a fingerprint that
     stopped being kept can never shut the gate when the option is turned on again."""
-    from bench.project import snapshot_project
+    def without_inputs_fingerprint(text: str) -> str:
+        start = text.index("    inputs_fingerprint={")
+        end = text.index("},\n", start) + len("},\n")
+        return text[:start] + text[end:]
 
-    project = snapshot_project(tmp_path / "project", working_tree=True)
-    model = project / "models" / "marts" / "serving" / "refinement_cache.sql"
-    text = model.read_text()
-    start = text.index("    inputs_fingerprint={")
-    end = text.index("},\n", start) + len("},\n")
-    model.write_text(text[:start] + text[end:])
     assert _synced(built)
     with monkeypatch.context() as patched:
-        patched.setenv("REFINERY_PROJECT_DIR", str(project))
-        patched.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+        _use_project_with_cache_model(tmp_path, patched, without_inputs_fingerprint)
         assert dbt.run(["run", "--select", "refinement_cache"], built).exit_code == 0
     with psycopg.connect(built.conninfo()) as conn:
         assert conn.execute("select to_regclass(%s)", (SYNCED_INPUTS,)).fetchone() == (None,)
