@@ -134,6 +134,14 @@ def run_once(dataset: Dataset, admin: DatabaseSettings, workdir: Path, index: in
             m["project.cache_node_rebuild_s"] = _node(rebuilt)
             log(f"  refinement_cache node alone, --full-refresh: {m['project.cache_node_rebuild_s']:.3f}s")
 
+            # what the requirements of other issues cost on their own (the floors of the ratios)
+            m["project.gin_index_s"] = project.gin_index_s(settings)
+            m["project.parse_s"] = project.parse_s(settings)
+            m["project.recomputation_test_s"] = built.node_s(project.RECOMPUTATION_TEST) or 0.0
+            log(f"  of which required elsewhere: GIN index {m['project.gin_index_s']:.3f}s, "
+                f"dbt parse {m['project.parse_s']:.3f}s, "
+                f"recomputation test {m['project.recomputation_test_s']:.3f}s")
+
             # --- 3. incremental cases -------------------------------------------------------------
             noop = project.refresh_cache(settings)
             m["project.noop_node_s"] = _node(noop)

@@ -87,6 +87,27 @@ def test_percentile_is_nearest_rank() -> None:
         lookups.percentile([], 0.5)
 
 
+def test_required_parts_add_up_and_older_results_keep_their_table() -> None:
+    m = {"trigger.groupers_s": 1.0, "trigger.references_s": 1.0, "trigger.configurations_s": 8.0,
+         "trigger.total_s": 10.0, "trigger.noop_s": 0.0, "trigger.edit_one_s": 0.01,
+         "trigger.edit_1pct_s": 0.1, "trigger.republish_s": 0.1, "trigger.new_release_s": 1.0,
+         "project.load_tes_s": 0.5, "project.load_configurations_s": 0.5, "project.build_wall_s": 12.0,
+         "project.total_s": 13.0, "project.cache_node_full_s": 4.0, "project.cache_node_rebuild_s": 4.0,
+         "project.noop_node_s": 0.04, "project.edit_one_node_s": 0.05, "project.edit_1pct_node_s": 0.1,
+         "project.republish_node_s": 0.2, "project.new_release_node_s": 0.04,
+         "project.new_release_load_s": 0.1}
+    older = report._rows(m)
+    assert report.required_parts_s(m) is None
+    assert not any(label.startswith("… load + parse") for label, _, _ in older)
+    m |= {"project.parse_s": 3.0, "project.gin_index_s": 2.0, "project.recomputation_test_s": 2.5}
+    assert report.required_parts_s(m) == pytest.approx(8.5)
+    rows = {label: (theirs, ours) for label, theirs, ours in report._rows(m)}
+    assert rows["… load + parse + GIN index + recomputation test alone"] == (10.0, pytest.approx(8.5))
+    assert len(rows) == len(older) + 4
+    ratios = report.same_run_ratios([m])
+    assert ratios["gin_index"] == pytest.approx(0.25) and ratios["required_parts"] == pytest.approx(0.85)
+
+
 @pytest.mark.slow
 def test_tiny_run_writes_results_with_equal_cache_keys(server: DatabaseSettings, tmp_path: Path) -> None:
     out = tmp_path / "results"
@@ -107,6 +128,10 @@ def test_tiny_run_writes_results_with_equal_cache_keys(server: DatabaseSettings,
                  "project.edit_one_node_s", "project.edit_1pct_node_s", "project.new_release_node_s",
                  "loader.mb_per_s", "lookup.project_p50_ms", "lookup.project_p99_ms"):
         assert result["median"][name] >= 0, name
+    # what other issues' requirements cost on their own: each was measured (the recomputation
+    # test was found among the build's nodes), and the floor row adds them up
+    for name in ("project.gin_index_s", "project.parse_s", "project.recomputation_test_s"):
+        assert result["median"][name] > 0, name
     checks = result["checks"][0]
     assert checks["cache_rows"]["project"] > 0
     assert checks["same_cache_keys"] is True, checks
@@ -120,6 +145,7 @@ def test_tiny_run_writes_results_with_equal_cache_keys(server: DatabaseSettings,
     table = (out / "tiny.md").read_text()
     assert "| measurement | trigger design | this project | ratio of the medians |" in table
     assert "| target | goal | measured | status |" in table
+    assert "| … load + parse + GIN index + recomputation test alone |" in table
     assert (out / "README.md").read_text().count("### tiny") == 1
     assert (out / "cost_vs_scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "refinement_cache node" in done.stdout
