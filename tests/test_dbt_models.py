@@ -229,12 +229,22 @@ def test_cache_schema_drift_stops_the_build_with_the_command_to_run(built: Datab
         assert differences(expected_cache(conn), actual_cache(conn)) == []
 
 
-SYNCED_INPUTS = "refiner.refinement_cache__synced_inputs"
+SYNCED = "refiner.refinement_cache__synced_partitions"
+LEGACY_SYNCED = "refiner.refinement_cache__synced_inputs"
+FINGERPRINTS = "refiner_intermediate.int_cache_inputs_fingerprinted"
 
 
-def _synced(settings: DatabaseSettings) -> list[tuple]:
+def _synced(settings: DatabaseSettings) -> dict[str, tuple[str, object]]:
+    """The side table: jurisdiction -> (fingerprint, synced_at)."""
     with psycopg.connect(settings.conninfo()) as conn:
-        return conn.execute(f"select inputs_fingerprint, synced_at from {SYNCED_INPUTS}").fetchall()
+        rows = conn.execute(f"select partition_key, inputs_fingerprint, synced_at from {SYNCED}").fetchall()
+    return {key: (fingerprint, synced_at) for key, fingerprint, synced_at in rows}
+
+
+def _fingerprints(settings: DatabaseSettings) -> dict[str, str]:
+    with psycopg.connect(settings.conninfo()) as conn:
+        rows = conn.execute(f"select jurisdiction_id, inputs_fingerprint from {FINGERPRINTS}").fetchall()
+    return dict(rows)
 
 
 def _cache_node_status(results: dict) -> str:
@@ -242,54 +252,90 @@ def _cache_node_status(results: dict) -> str:
                 if r["unique_id"].endswith(".refinement_cache"))
 
 
-def test_unchanged_inputs_skip_the_cache_diff_and_any_change_reopens_it(built: DatabaseSettings) -> None:
-    """inputs_fingerprint: while the counted (key, source_sha256) pairs are the ones the table was
-    last written from, a build runs none of the model's SQL (shown by a row deleted behind dbt's
-    back staying deleted); one changed input opens the gate and the whole diff runs (the deleted
-    row comes back). The full build records the fingerprint too, and a deployment without the
-    side table gets it on its next build."""
+def _edit_configuration_in(settings: DatabaseSettings, jurisdiction: str, avoid: tuple[str, str]) -> None:
+    """Give one counted configuration of `jurisdiction` (not the one of key `avoid`) a new code."""
+    with psycopg.connect(settings.conninfo()) as conn:
+        edited = conn.execute(
+            "select id from refiner.configurations where is_counted and jurisdiction_id = %s "
+            "and (snomed_code, jurisdiction_id) <> (%s, %s) order by id limit 1",
+            (jurisdiction, *avoid)).fetchone()[0]
+        conn.execute("update raw.configurations set loinc_codes = loinc_codes || array['55555-5'], "
+                     "updated_at = updated_at + interval '1 day' where id = %s", (edited,))
+
+
+def test_the_cache_diffs_only_jurisdictions_whose_inputs_changed(built: DatabaseSettings) -> None:
+    """inputs_fingerprint, partitioned by jurisdiction: a build diffs only the jurisdictions whose
+    counted (key, source_sha256) pairs are not the ones the table was last written from, and
+    runs none of the model's SQL when no jurisdiction changed. Shown by a row deleted behind
+    dbt's back: it stays deleted while its jurisdiction's inputs are unchanged (even when
+    another jurisdiction's are), and comes back once they change. The full build records the
+    same fingerprints, and a deployment without the side table (or with the one-row table of
+    earlier versions) diffs every jurisdiction it holds on its next build."""
     build(built, "--full-refresh", command="run")
+    recorded = _synced(built)
+    assert {key: fingerprint for key, (fingerprint, _) in recorded.items()} == _fingerprints(built)
     with psycopg.connect(built.conninfo(), autocommit=True) as conn:
-        counted = conn.execute("select count(*) from refiner.configurations where is_counted "
-                               "and snomed_code is not null").fetchone()[0]
-        keys = conn.execute("select count(*) from refiner.refinement_cache").fetchone()[0]
-        [(fingerprint, synced_at)] = _synced(built)
-        assert fingerprint.startswith(f"{keys}:") and keys <= counted
+        per_jurisdiction = dict(conn.execute(
+            "select jurisdiction_id, count(*) from refiner.refinement_cache group by 1").fetchall())
+        assert {key: int(fingerprint.split(":")[0]) for key, (fingerprint, _) in recorded.items()} \
+            == per_jurisdiction
         victim = conn.execute("select snomed_code, jurisdiction_id from refiner.refinement_cache "
                               "order by 1, 2 limit 1").fetchone()
+        other = conn.execute("select min(jurisdiction_id) from refiner.refinement_cache "
+                             "where jurisdiction_id <> %s", (victim[1],)).fetchone()[0]
         conn.execute("delete from refiner.refinement_cache where snomed_code = %s "
                      "and jurisdiction_id = %s", victim)
     try:
         # nothing changed: the gate stays shut, the model's SQL does not run
         assert _cache_node_status(build(built, command="run")) == "INSERT 0 0"
-        assert _synced(built) == [(fingerprint, synced_at)]
+        assert _synced(built) == recorded
         with psycopg.connect(built.conninfo()) as conn:
             assert victim not in actual_cache(conn)
-            edited = conn.execute(
-                "select id from refiner.configurations where is_counted and (snomed_code, "
-                "jurisdiction_id) <> (%s, %s) order by id limit 1", victim).fetchone()[0]
-            conn.execute("update raw.configurations set loinc_codes = array['55555-5'], "
-                         "updated_at = updated_at + interval '1 day' where id = %s", (edited,))
-            conn.commit()
-        # one configuration edited: the diff runs over every key and puts the deleted row back
+
+        # another jurisdiction changed: only it is diffed (its row rewritten, the victim's
+        # jurisdiction untouched: the deleted row stays deleted), only its fingerprint is new
+        _edit_configuration_in(built, other, victim)
+        assert _cache_node_status(build(built, command="run")) == "INSERT 0 1"
+        after_other = _synced(built)
+        assert {key for key in recorded if after_other[key] != recorded[key]} == {other}
+        with psycopg.connect(built.conninfo()) as conn:
+            assert victim not in actual_cache(conn)
+
+        # the victim's jurisdiction changed: its diff puts the deleted row back
+        _edit_configuration_in(built, victim[1], victim)
         assert _cache_node_status(build(built, command="run")) == "INSERT 0 2"
-        [(reopened, _)] = _synced(built)
-        assert reopened != fingerprint
         with psycopg.connect(built.conninfo()) as conn:
             actual = actual_cache(conn)
             assert victim in actual
             assert differences(expected_cache(conn), actual) == []
+        current = _fingerprints(built)
+        assert {key: fingerprint for key, (fingerprint, _) in _synced(built).items()} == current
 
-        # a table built before the side table existed: the next build creates and fills it
+        # no side table (a deployment of an earlier version keeps a one-row table instead), and
+        # meanwhile a jurisdiction lost every configuration: the next build drops the old table,
+        # diffs every jurisdiction the cache holds and deletes the lost one's rows
         with psycopg.connect(built.conninfo(), autocommit=True) as conn:
-            conn.execute(f"drop table {SYNCED_INPUTS}")
+            conn.execute(f"drop table {SYNCED}")
+            conn.execute(f"create table {LEGACY_SYNCED} (inputs_fingerprint text, synced_at timestamptz)")
+            conn.execute("update raw.configurations set is_active = false where jurisdiction_id = %s",
+                         (other,))
         assert _cache_node_status(build(built, command="run")) == "INSERT 0 0"
-        assert [row[0] for row in _synced(built)] == [reopened]
+        with psycopg.connect(built.conninfo()) as conn:
+            assert conn.execute("select to_regclass(%s)", (LEGACY_SYNCED,)).fetchone() == (None,)
+            actual = actual_cache(conn)
+            assert not any(jurisdiction == other for _, jurisdiction in actual)
+            assert differences(expected_cache(conn), actual) == []
+        current = _fingerprints(built)
+        assert other not in current
+        assert {key: fingerprint for key, (fingerprint, _) in _synced(built).items()} == current
 
-        # the full build records the same fingerprint from the same inputs
+        # the full build records the same fingerprints from the same inputs
         build(built, "--full-refresh", command="run")
-        assert [row[0] for row in _synced(built)] == [reopened]
+        assert {key: fingerprint for key, (fingerprint, _) in _synced(built).items()} == current
     finally:
+        with psycopg.connect(built.conninfo(), autocommit=True) as conn:
+            conn.execute("update raw.configurations set is_active = true where jurisdiction_id = %s",
+                         (other,))
         build(built, "--full-refresh")
 
 
@@ -313,9 +359,10 @@ MISCONFIGURATIONS = {
     "delete_if_null names a key": (
         "delete_if_null='source_sha256'", "delete_if_null='snomed_code'",
         "delete_if_null of {relation} must name one of its non-key columns, not snomed_code"),
-    "inputs_fingerprint without columns": (
-        "'columns': ['snomed_code', 'jurisdiction_id', 'cache_source_sha256'],", "",
-        "inputs_fingerprint of {relation} needs `ref` (a model) and `columns` (a list)"),
+    "inputs_fingerprint without partition_by": (
+        "'partition_by': 'jurisdiction_id',", "",
+        "inputs_fingerprint of {relation} needs `ref` (a model with one row per partition), "
+        "`partition_by` and `column` (its fingerprint)"),
 }
 
 
@@ -342,8 +389,8 @@ def test_materialization_misconfiguration_is_a_clear_compile_error(
 def test_without_inputs_fingerprint_the_side_table_is_dropped(
     built: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Turning the option off drops refinement_cache__synced_inputs, so that a fingerprint that
-    stopped being kept can never shut the gate when the option is turned on again."""
+    """Turning the option off drops refinement_cache__synced_partitions, so that fingerprints
+    that stopped being kept can never shut the gate when the option is turned on again."""
     def without_inputs_fingerprint(text: str) -> str:
         start = text.index("    inputs_fingerprint={")
         end = text.index("},\n", start) + len("},\n")
@@ -354,7 +401,7 @@ def test_without_inputs_fingerprint_the_side_table_is_dropped(
         _use_project_with_cache_model(tmp_path, patched, without_inputs_fingerprint)
         assert dbt.run(["run", "--select", "refinement_cache"], built).exit_code == 0
     with psycopg.connect(built.conninfo()) as conn:
-        assert conn.execute("select to_regclass(%s)", (SYNCED_INPUTS,)).fetchone() == (None,)
+        assert conn.execute("select to_regclass(%s)", (SYNCED,)).fetchone() == (None,)
     # the project as it is keeps it again from its next build on
     assert _cache_node_status(build(built, command="run")) == "INSERT 0 0"
-    assert len(_synced(built)) == 1
+    assert {key: fingerprint for key, (fingerprint, _) in _synced(built).items()} == _fingerprints(built)

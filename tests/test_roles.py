@@ -107,7 +107,7 @@ def test_app_reads_serving_tables_only(deployment: Deployment) -> None:
         "refiner_intermediate.int_configurations_evaluated",
         "refiner.tes_release_changes",
         "refiner.jurisdiction_coverage",
-        "refiner.refinement_cache__synced_inputs",  # the materialization's state, not data
+        "refiner.refinement_cache__synced_partitions",  # the materialization's state, not data
         "refiner_snapshots.refinement_cache_snapshot",
     ):
         assert not can_execute(app, f"select 1 from {forbidden} limit 1"), forbidden

@@ -19,16 +19,21 @@
     A table whose columns are not the contract's stops the build with a message naming the
     --full-refresh to run (the check rides in the same round trip).
 
-    `inputs_fingerprint` (optional) makes a build whose inputs did not change cost one scan of
-    those inputs instead of the model's diff over every key: {ref: model, where: condition,
-    columns: [...]} names the rows and columns the model's output is a function of. Their
-    fingerprint (row count and the exact sum of the rows' 64-bit hashes) is kept in a one-row
-    side table, <identifier>__synced_inputs, written in the same transaction as the table (full
-    build or upsert). While it matches, the model's SQL is not run at all (a one-time filter);
-    any change opens the gate and the model's own diff runs. This trusts that only this
-    materialization writes the table, as the diff itself does: put right a table written by
-    hand with --full-refresh. Without the option, a side table left from an earlier build is
-    dropped (a stale fingerprint must never shut the gate later).
+    `inputs_fingerprint` (optional) makes a build cost what changed, not the table:
+    {ref: model, partition_by: column, column: column} names a model holding one row per
+    partition (a value of `partition_by`, a column of this model too) with the fingerprint of
+    every input the partition's rows are built from. The fingerprints the table was last
+    written from are kept in a side table, <identifier>__synced_partitions (one row per
+    partition), written in the same transaction as the table (full build or upsert). A build
+    compares the two (one row per partition, not per key): when none changed, the model's SQL
+    does not run at all (a one-time filter); otherwise the model's SQL may restrict its diff to
+    the partitions whose inputs changed (macro incremental_upsert_in_changed_partitions), whose
+    rows must be a function of their partition's inputs alone. When the side table is
+    missing, it is seeded with every partition the table holds, so that the next build diffs
+    them all. This trusts that only this materialization writes the table, as the diff itself
+    does: put right a table written by hand with --full-refresh. Without the option, side
+    tables left from earlier builds are dropped (a stale fingerprint must never shut the gate
+    later); so is the one-row <identifier>__synced_inputs of earlier versions.
 
     Config: unique_key (list, required), preserve_unless_changed (dict, optional),
     delete_if_null (column name, optional), inputs_fingerprint (dict, optional),
@@ -48,8 +53,10 @@
     {%- set target_relation = this.incorporate(type='table') -%}
     {%- set existing_relation = load_cached_relation(this) -%}
     {%- set grant_config = config.get('grants') -%}
-    {%- set inputs_spec = config.get('inputs_fingerprint') -%}
+    {%- set inputs_spec = incremental_upsert_inputs_spec() -%}
     {%- set synced_inputs = incremental_upsert_synced_inputs_relation(target_relation) -%}
+    {%- set legacy_synced_inputs = target_relation.incorporate(
+        path={'identifier': target_relation.identifier ~ '__synced_inputs'}) -%}
     {%- set rebuild = existing_relation is none
         or existing_relation.type != 'table'
         or should_full_refresh() -%}
@@ -77,6 +84,7 @@
         {% endif %}
         {{ adapter.rename_relation(intermediate_relation, target_relation) }}
 
+        {{ drop_relation_if_exists(load_cached_relation(legacy_synced_inputs)) }}
         {%- if inputs_spec %}
         {% call statement('record_inputs') -%}
             {{ incremental_upsert_record_inputs_sql(synced_inputs, inputs_spec) }}
@@ -109,36 +117,60 @@
         {%- set has_synced_inputs = load_cached_relation(synced_inputs) is not none -%}
         {% call statement('main') -%}
             {{ incremental_upsert_check_columns_sql(target_relation, columns) }}
+            {%- if load_cached_relation(legacy_synced_inputs) is not none %}
+            drop table if exists {{ legacy_synced_inputs }};
+            {%- endif %}
             {%- if inputs_spec and not has_synced_inputs %}
-            {#- a table built before inputs_fingerprint was set: this run diffs, and records -#}
+            {#- no record of what the table was written from: every partition it holds is diffed -#}
             {{ incremental_upsert_create_synced_inputs_sql(synced_inputs) }}
+            insert into {{ synced_inputs }} (partition_key, inputs_fingerprint)
+            select distinct ({{ inputs_spec['partition_by'] }})::text, ''
+            from {{ target_relation }}
+            on conflict (partition_key) do nothing;
             {%- elif has_synced_inputs and not inputs_spec %}
             drop table if exists {{ synced_inputs }};
             {%- endif %}
             {{ incremental_upsert_hooks_sql(pre_hooks) }}
             with
             {%- if inputs_spec %}
-            inputs as materialized (
-                {{ incremental_upsert_inputs_fingerprint_sql(inputs_spec) }}
+            changed_partitions as materialized (
+                -- the partitions whose inputs are not the ones the table was last written from
+                -- (inputs_fingerprint null: the partition has no inputs any more)
+                select
+                    coalesce(inputs.partition_key, synced.partition_key) as partition_key,
+                    inputs.inputs_fingerprint
+                from (
+                    select
+                        ({{ inputs_spec['partition_by'] }})::text as partition_key,
+                        ({{ inputs_spec['column'] }})::text as inputs_fingerprint
+                    from {{ ref(inputs_spec['ref']) }}
+                ) as inputs
+                full join {{ synced_inputs }} as synced
+                    on inputs.partition_key = synced.partition_key
+                where inputs.inputs_fingerprint is distinct from synced.inputs_fingerprint
             ),
             synced_inputs_recorded as (
-                -- the fingerprint the table was last written from becomes this one
-                update {{ synced_inputs }} as synced
-                set inputs_fingerprint = inputs.fingerprint, synced_at = now()
-                from inputs
-                where synced.inputs_fingerprint is distinct from inputs.fingerprint
+                insert into {{ synced_inputs }} as synced (partition_key, inputs_fingerprint, synced_at)
+                select partition_key, inputs_fingerprint, now()
+                from changed_partitions
+                where inputs_fingerprint is not null
+                on conflict (partition_key) do update
+                set inputs_fingerprint = excluded.inputs_fingerprint, synced_at = excluded.synced_at
+            ),
+            synced_inputs_dropped as (
+                delete from {{ synced_inputs }} as synced
+                using changed_partitions
+                where
+                    changed_partitions.inputs_fingerprint is null
+                    and synced.partition_key = changed_partitions.partition_key
             ),
             rows_to_write as (
-                -- the model's rows, only when its inputs changed since the table was written
+                -- the model's rows, only when some partition's inputs changed
                 select model_rows.*
                 from (
                     {{ sql }}
                 ) as model_rows
-                where not exists (
-                    select
-                    from {{ synced_inputs }} as synced
-                    inner join inputs on synced.inputs_fingerprint = inputs.fingerprint
-                )
+                where exists (select from changed_partitions)
             )
             {%- else %}
             rows_to_write as (
@@ -271,58 +303,62 @@
 
 
 {#-
-    inputs_fingerprint: where the fingerprint of the inputs the table was last written from is
-    kept (one row, beside the table, no grants), and how it is computed and recorded.
+    inputs_fingerprint: where the fingerprints of the inputs the table was last written from are
+    kept (one row per partition, beside the table, no grants), and how they are recorded.
 -#}
 {% macro incremental_upsert_synced_inputs_relation(relation) -%}
-    {{ return(relation.incorporate(path={'identifier': relation.identifier ~ '__synced_inputs'})) }}
+    {{ return(relation.incorporate(path={'identifier': relation.identifier ~ '__synced_partitions'})) }}
 {%- endmacro %}
 
 
 {#-
-    The row count and the exact sum of the rows' 64-bit hashes: order-free, one scan. A row's
-    hash chains its columns' text through hashtextextended's seed (no string is built), a null
-    flipping the lowest bit so that it differs from ''.
+    The inputs_fingerprint config, checked: {ref, partition_by, column} or none.
 -#}
-{% macro incremental_upsert_inputs_fingerprint_sql(spec) -%}
-    {%- set columns = spec.get('columns') or [] -%}
-    {%- if spec.get('ref') is none or columns is string or columns | length == 0 -%}
-        {{ exceptions.raise_compiler_error(
-            "incremental_upsert: inputs_fingerprint of " ~ this ~ " needs `ref` (a model) and `columns` (a list)") }}
+{% macro incremental_upsert_inputs_spec() -%}
+    {%- set spec = config.get('inputs_fingerprint') -%}
+    {%- if spec is none -%}
+        {{ return(none) }}
     {%- endif -%}
-    {%- set row_hash = namespace(sql='0') -%}
-    {%- for column in columns -%}
-        {%- set row_hash.sql = "(hashtextextended(coalesce((" ~ column ~ ")::text, ''), " ~ row_hash.sql
-            ~ ") # ((" ~ column ~ ") is null)::int::bigint)" -%}
-    {%- endfor %}
-    select
-        count(*)::text || ':' || coalesce(sum({{ row_hash.sql }}), 0)::text as fingerprint
-    from {{ ref(spec['ref']) }}
-    {%- if spec.get('where') %}
-    where {{ spec['where'] }}
-    {%- endif %}
+    {%- if spec is not mapping or spec.get('ref') is none or spec.get('partition_by') is none
+        or spec.get('column') is none -%}
+        {{ exceptions.raise_compiler_error(
+            "incremental_upsert: inputs_fingerprint of " ~ this ~ " needs `ref` (a model with one row per partition), `partition_by` and `column` (its fingerprint)") }}
+    {%- endif -%}
+    {{ return(spec) }}
+{%- endmacro %}
+
+
+{#-
+    For an incremental_upsert model's incremental SQL: a condition true for the rows whose
+    `column` (the partition_by column, in any relation the diff reads) is a partition whose
+    inputs changed - the materialization's changed_partitions CTE; `true` for a model without
+    inputs_fingerprint.
+-#}
+{% macro incremental_upsert_in_changed_partitions(column) -%}
+    {%- if execute and config.get('inputs_fingerprint') -%}
+        {{ column }} = any(array(select partition_key from changed_partitions))
+    {%- else -%}
+        true
+    {%- endif -%}
 {%- endmacro %}
 
 
 {% macro incremental_upsert_create_synced_inputs_sql(relation) -%}
     create table if not exists {{ relation }} (
+        partition_key text primary key,
         inputs_fingerprint text not null,
         synced_at timestamptz
     );
     comment on table {{ relation }} is
-        'incremental_upsert state of {{ this.identifier }}: the fingerprint of the inputs it was last written from (inputs_fingerprint config); one row';
-    insert into {{ relation }} (inputs_fingerprint)
-    select ''
-    where not exists (select from {{ relation }});
+        'incremental_upsert state of {{ this.identifier }}: per partition, the fingerprint of the inputs its rows were last written from (inputs_fingerprint config)';
 {%- endmacro %}
 
 
 {#- Full build: the table now holds exactly what these inputs give. -#}
 {% macro incremental_upsert_record_inputs_sql(relation, spec) -%}
     {{ incremental_upsert_create_synced_inputs_sql(relation) }}
-    update {{ relation }}
-    set inputs_fingerprint = inputs.fingerprint, synced_at = now()
-    from (
-        {{ incremental_upsert_inputs_fingerprint_sql(spec) }}
-    ) as inputs;
+    delete from {{ relation }};
+    insert into {{ relation }} (partition_key, inputs_fingerprint, synced_at)
+    select ({{ spec['partition_by'] }})::text, ({{ spec['column'] }})::text, now()
+    from {{ ref(spec['ref']) }};
 {%- endmacro %}

@@ -4,7 +4,7 @@
     post_hook=['{{ analyze_relation() }}'],
     indexes=[
         {'columns': ['configuration_id'], 'unique': true},
-        {'columns': ['snomed_code', 'jurisdiction_id']},
+        {'columns': ['jurisdiction_id', 'snomed_code']},
     ],
 ) }}
 {#-

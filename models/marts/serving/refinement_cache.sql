@@ -5,11 +5,11 @@
     preserve_unless_changed={'updated_at': 'content_sha256'},
     delete_if_null='source_sha256',
     inputs_fingerprint={
-        'ref': 'int_configurations_evaluated',
-        'where': 'is_counted',
-        'columns': ['snomed_code', 'jurisdiction_id', 'cache_source_sha256'],
+        'ref': 'int_cache_inputs_fingerprinted',
+        'partition_by': 'jurisdiction_id',
+        'column': 'inputs_fingerprint',
     },
-    indexes=[{'columns': ['aggregated_codes'], 'type': 'gin'}],
+    indexes=[{'columns': ['aggregated_codes'], 'type': 'gin'}, {'columns': ['jurisdiction_id']}],
     storage_parameters={'toast_tuple_target': 128},
     column_collations={'aggregated_codes': 'C'},
     column_storage={
@@ -30,9 +30,11 @@
     from the stored one (new keys included) and upserts them; updated_at is kept where
     content_sha256 did not change. The same hash full join finds the stored keys no counted
     configuration reaches any more; they are returned with a null source_sha256, which makes
-    the materialization delete them in the same statement (delete_if_null). The rows are a
-    function of the counted (key, source_sha256) pairs alone, so when their fingerprint is the
-    one the table was last written from (inputs_fingerprint), nothing is diffed at all.
+    the materialization delete them in the same statement (delete_if_null). A jurisdiction's
+    rows are a function of its counted (key, source_sha256) pairs alone, so the diff reads only
+    the jurisdictions whose fingerprint (int_cache_inputs_fingerprinted) is not the one the
+    table was last written from (inputs_fingerprint, incremental_upsert_in_changed_partitions),
+    through the jurisdiction_id indexes; when none changed, nothing is diffed at all.
 
     Storage: the code arrays and source_details live out of line (toast_tuple_target 128) while
     the keys and hashes stay in the heap (storage plain), so the diffs scan a few MB instead
@@ -49,7 +51,9 @@
 -- noqa: disable=LT01,LT02,LT05,CV11,AM06,ST05
 -- (text [] spacing, the cast() column list of the contract, the Jinja-built CTEs and the
 -- once-per-row lateral sub-select)
+-- depends_on: {{ ref('int_cache_inputs_fingerprinted') }}
 {%- set incremental = is_incremental_upsert() %}
+{%- set in_changed_jurisdictions = incremental_upsert_in_changed_partitions('jurisdiction_id') %}
 with
 
 counted as (
@@ -67,7 +71,11 @@ counted as (
         added_icd10_codes,
         added_rxnorm_codes
     from {{ ref('int_configurations_evaluated') }}
-    where is_counted
+    where
+        is_counted
+        {%- if incremental %}
+        and {{ in_changed_jurisdictions }}
+        {%- endif %}
 
 ),
 
@@ -80,14 +88,15 @@ current_rows as (
         jurisdiction_id,
         source_sha256
     from {{ this }}
+    where {{ in_changed_jurisdictions }}
 
 ),
 
 key_changes as materialized (
 
-    -- one hash full join of the counted keys with the stored ones, on the narrow leading
-    -- columns only: the keys that are new or whose fingerprint changed, and the stored keys no
-    -- counted configuration reaches any more (counted side null)
+    -- one hash full join of the changed jurisdictions' counted keys with their stored ones,
+    -- on the narrow leading columns only: the keys that are new or whose fingerprint changed,
+    -- and the stored keys no counted configuration reaches any more (counted side null)
     select
         counted_keys.snomed_code,
         counted_keys.jurisdiction_id,
@@ -99,7 +108,7 @@ key_changes as materialized (
             jurisdiction_id,
             cache_source_sha256 as source_sha256
         from {{ ref('int_configurations_evaluated') }}
-        where is_counted
+        where is_counted and {{ in_changed_jurisdictions }}
     ) as counted_keys
     full join current_rows
         on
