@@ -20,6 +20,7 @@ from loaders.paths import project_root
 CACHE_NODE = "refinement_cache"
 CACHE_RELATION = "refiner.refinement_cache"
 RECOMPUTATION_TEST = "assert_refinement_cache_matches_recomputation"
+FINGERPRINT_NODE = "int_cache_inputs_fingerprinted"  # the cache's inputs, per jurisdiction (upstream)
 
 
 class BenchError(RefineryError):

@@ -145,6 +145,7 @@ def run_once(dataset: Dataset, admin: DatabaseSettings, workdir: Path, index: in
             # --- 3. incremental cases -------------------------------------------------------------
             noop = project.refresh_cache(settings)
             m["project.noop_node_s"] = _node(noop)
+            m["project.noop_fingerprint_node_s"] = noop.node_s(project.FINGERPRINT_NODE) or 0.0
             m["project.noop_wall_s"] = noop.wall_s
             m["trigger.noop_s"] = 0.0
 
@@ -162,6 +163,7 @@ def run_once(dataset: Dataset, admin: DatabaseSettings, workdir: Path, index: in
                 m[f"project.{case}_node_s"] = _node(refreshed)
                 m[f"project.{case}_wall_s"] = refreshed.wall_s
                 m[f"project.{case}_rows"] = float(len(edited))
+                m[f"project.{case}_fingerprint_node_s"] = refreshed.node_s(project.FINGERPRINT_NODE) or 0.0
                 if case == "edit_one":
                     out.checks["edit_visible"] = _edit_visible(settings, edited[0])
                 current = snapshot

@@ -130,7 +130,8 @@ def test_tiny_run_writes_results_with_equal_cache_keys(server: DatabaseSettings,
         assert result["median"][name] >= 0, name
     # what other issues' requirements cost on their own: each was measured (the recomputation
     # test was found among the build's nodes), and the floor row adds them up
-    for name in ("project.gin_index_s", "project.parse_s", "project.recomputation_test_s"):
+    for name in ("project.gin_index_s", "project.parse_s", "project.recomputation_test_s",
+                 "project.noop_fingerprint_node_s", "project.edit_one_fingerprint_node_s"):
         assert result["median"][name] > 0, name
     checks = result["checks"][0]
     assert checks["cache_rows"]["project"] > 0
@@ -146,6 +147,7 @@ def test_tiny_run_writes_results_with_equal_cache_keys(server: DatabaseSettings,
     assert "| measurement | trigger design | this project | ratio of the medians |" in table
     assert "| target | goal | measured | status |" in table
     assert "| … load + parse + GIN index + recomputation test alone |" in table
+    assert table.count("| … and upstream, int_cache_inputs_fingerprinted") == 2
     assert (out / "README.md").read_text().count("### tiny") == 1
     assert (out / "cost_vs_scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "refinement_cache node" in done.stdout
