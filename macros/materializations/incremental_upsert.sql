@@ -22,7 +22,8 @@
     `inputs_fingerprint` (optional) makes a build cost what changed, not the table:
     {ref: model, partition_by: column, column: column} names a model holding one row per
     partition (a value of `partition_by`, a column of this model too) with the fingerprint of
-    every input the partition's rows are built from. The fingerprints the table was last
+    every input the partition's rows are built from (the model declares the dependency:
+    `-- depends_on: {{ ref('...') }}`). The fingerprints the table was last
     written from are kept in a side table, <identifier>__synced_partitions (one row per
     partition), written in the same transaction as the table (full build or upsert). A build
     compares the two (one row per partition, not per key): when none changed, the model's SQL
