@@ -283,6 +283,8 @@ def test_the_cache_diffs_only_jurisdictions_whose_inputs_changed(built: Database
                               "order by 1, 2 limit 1").fetchone()
         other = conn.execute("select min(jurisdiction_id) from refiner.refinement_cache "
                              "where jurisdiction_id <> %s", (victim[1],)).fetchone()[0]
+        others_active = [row[0] for row in conn.execute(
+            "select id from raw.configurations where jurisdiction_id = %s and is_active", (other,))]
         conn.execute("delete from refiner.refinement_cache where snomed_code = %s "
                      "and jurisdiction_id = %s", victim)
     try:
@@ -317,8 +319,8 @@ def test_the_cache_diffs_only_jurisdictions_whose_inputs_changed(built: Database
         with psycopg.connect(built.conninfo(), autocommit=True) as conn:
             conn.execute(f"drop table {SYNCED}")
             conn.execute(f"create table {LEGACY_SYNCED} (inputs_fingerprint text, synced_at timestamptz)")
-            conn.execute("update raw.configurations set is_active = false where jurisdiction_id = %s",
-                         (other,))
+            conn.execute("update raw.configurations set is_active = false where id = any(%s)",
+                         (others_active,))
         assert _cache_node_status(build(built, command="run")) == "INSERT 0 0"
         with psycopg.connect(built.conninfo()) as conn:
             assert conn.execute("select to_regclass(%s)", (LEGACY_SYNCED,)).fetchone() == (None,)
@@ -334,8 +336,8 @@ def test_the_cache_diffs_only_jurisdictions_whose_inputs_changed(built: Database
         assert {key: fingerprint for key, (fingerprint, _) in _synced(built).items()} == current
     finally:
         with psycopg.connect(built.conninfo(), autocommit=True) as conn:
-            conn.execute("update raw.configurations set is_active = true where jurisdiction_id = %s",
-                         (other,))
+            conn.execute("update raw.configurations set is_active = true where id = any(%s)",
+                         (others_active,))
         build(built, "--full-refresh")
 
 
