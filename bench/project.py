@@ -38,15 +38,12 @@ class DbtTiming:
 
     @property
     def cache_node_s(self) -> float | None:
-        for unique_id, seconds in self.nodes.items():
-            if unique_id.startswith("model.") and unique_id.rsplit(".", 1)[-1] == CACHE_NODE:
-                return seconds
-        return None
+        return self.node_s(CACHE_NODE, "model")
 
-    def node_s(self, name: str) -> float | None:
-        """The execution_time of the node (model, test...) called `name`, if it ran."""
+    def node_s(self, name: str, resource_type: str) -> float | None:
+        """The execution_time of the `resource_type` node (model, test...) called `name`, if it ran."""
         for unique_id, seconds in self.nodes.items():
-            if unique_id.rsplit(".", 1)[-1] == name:
+            if unique_id.startswith(f"{resource_type}.") and unique_id.rsplit(".", 1)[-1] == name:
                 return seconds
         return None
 
