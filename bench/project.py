@@ -8,6 +8,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,14 @@ class BenchError(RefineryError):
 
 @dataclass
 class DbtTiming:
-    """One dbt invocation: wall seconds, the cache node's execution_time, every node's time."""
+    """One dbt invocation: wall seconds, the cache node's execution_time, every node's time
+    and when each node ran (seconds since the epoch, from its compile start to its execute end)."""
 
     args: list[str]
     wall_s: float
     nodes: dict[str, float] = field(default_factory=dict)
     statuses: dict[str, str] = field(default_factory=dict)
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def cache_node_s(self) -> float | None:
@@ -46,6 +49,19 @@ class DbtTiming:
             if unique_id.startswith(f"{resource_type}.") and unique_id.rsplit(".", 1)[-1] == name:
                 return seconds
         return None
+
+    def around_node(self, name: str, resource_type: str) -> tuple[float, float] | None:
+        """The invocation's node span split at one node: seconds from the first node's start
+        to that node's start, and from that node's end to the last node's end (None when it
+        did not run or the timings are missing)."""
+        span = next((seconds for unique_id, seconds in self.spans.items()
+                     if unique_id.startswith(f"{resource_type}.")
+                     and unique_id.rsplit(".", 1)[-1] == name), None)
+        if span is None:
+            return None
+        first = min(start for start, _ in self.spans.values())
+        last = max(end for _, end in self.spans.values())
+        return span[0] - first, last - span[1]
 
     def slowest(self, count: int = 5) -> list[tuple[str, float]]:
         return sorted(self.nodes.items(), key=lambda item: item[1], reverse=True)[:count]
@@ -91,6 +107,9 @@ def dbt(args: Sequence[str], settings: DatabaseSettings) -> DbtTiming:
     for item in results.get("results", []):
         timing.nodes[item["unique_id"]] = float(item.get("execution_time") or 0.0)
         timing.statuses[item["unique_id"]] = str(item.get("status"))
+        span = _span(item.get("timing") or [])
+        if span is not None:
+            timing.spans[item["unique_id"]] = span
     if outcome.exit_code != 0:
         failed = [
             f"{uid} ({status})"
@@ -100,6 +119,17 @@ def dbt(args: Sequence[str], settings: DatabaseSettings) -> DbtTiming:
         detail = ", ".join(failed[:8]) or str(getattr(outcome.result, "exception", "") or "")
         raise BenchError(f"dbt {' '.join(args)} exited {outcome.exit_code}: {detail}")
     return timing
+
+
+def _span(steps: Sequence[dict[str, Any]]) -> tuple[float, float] | None:
+    """When a node ran, from run_results' `timing` (compile, then execute): its first start and
+    last end, in seconds since the epoch; None for nodes without timings (e.g. exposures)."""
+    stamps = [(step.get("started_at"), step.get("completed_at")) for step in steps]
+    stamps = [(start, end) for start, end in stamps if start and end]
+    if not stamps:
+        return None
+    return (min(datetime.fromisoformat(start).timestamp() for start, _ in stamps),
+            max(datetime.fromisoformat(end).timestamp() for _, end in stamps))
 
 
 def build(settings: DatabaseSettings) -> DbtTiming:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import lookups, report
+from bench import lookups, project, report
 from bench import trigger_design as td
 from bench.tes_files import Grouper, focus_snomed, to_grouper
 from loaders.connection import DatabaseSettings
@@ -106,6 +106,34 @@ def test_required_parts_add_up_and_older_results_keep_their_table() -> None:
     assert len(rows) == len(older) + 4
     ratios = report.same_run_ratios([m])
     assert ratios["gin_index"] == pytest.approx(0.25) and ratios["required_parts"] == pytest.approx(0.85)
+    m |= {"project.build_before_cache_s": 7.0, "project.build_after_cache_s": 2.5}
+    rows = {label: (theirs, ours) for label, theirs, ours in report._rows(m)}
+    after = "… of which the build's nodes after the refinement_cache node ends (its tests)"
+    assert rows[after] == (None, 2.5)
+    assert len(rows) == len(older) + 6
+
+
+def test_a_build_is_split_at_the_cache_node_by_when_its_nodes_ran() -> None:
+    """run_results' timings (compile start to execute end) place each node; the build's node
+    span is split at the cache node: before it starts, and after it ends."""
+    def node(unique_id: str, start: float, end: float) -> dict[str, object]:
+        stamp = "2026-11-23T07:00:{:09.6f}Z".format
+        return {"unique_id": unique_id, "timing": [
+            {"name": "compile", "started_at": stamp(start), "completed_at": stamp(start + 0.01)},
+            {"name": "execute", "started_at": stamp(start + 0.01), "completed_at": stamp(end)}]}
+
+    results = [node("model.refinery.stg", 1.0, 2.0), node("test.refinery.not_null_stg", 2.0, 3.5),
+               node("model.refinery.refinement_cache", 3.5, 7.5),
+               node("test.refinery.assert_refinement_cache_matches_recomputation", 7.5, 10.0),
+               {"unique_id": "exposure.refinery.app", "timing": []}]
+    timing = project.DbtTiming(["build"], 11.0)
+    for item in results:
+        span = project._span(item["timing"])
+        if span is not None:
+            timing.spans[str(item["unique_id"])] = span
+    assert "exposure.refinery.app" not in timing.spans
+    assert timing.around_node("refinement_cache", "model") == (pytest.approx(2.5), pytest.approx(2.5))
+    assert timing.around_node("refinement_cache", "test") is None
 
 
 @pytest.mark.slow
@@ -131,7 +159,8 @@ def test_tiny_run_writes_results_with_equal_cache_keys(server: DatabaseSettings,
     # what other issues' requirements cost on their own: each was measured (the recomputation
     # test was found among the build's nodes), and the floor row adds them up
     for name in ("project.gin_index_s", "project.parse_s", "project.recomputation_test_s",
-                 "project.noop_fingerprint_node_s", "project.edit_one_fingerprint_node_s"):
+                 "project.noop_fingerprint_node_s", "project.edit_one_fingerprint_node_s",
+                 "project.build_before_cache_s", "project.build_after_cache_s"):
         assert result["median"][name] > 0, name
     checks = result["checks"][0]
     assert checks["cache_rows"]["project"] > 0
@@ -147,6 +176,7 @@ def test_tiny_run_writes_results_with_equal_cache_keys(server: DatabaseSettings,
     assert "| measurement | trigger design | this project | ratio of the medians |" in table
     assert "| target | goal | measured | status |" in table
     assert "| … load + parse + GIN index + recomputation test alone |" in table
+    assert "| … of which the build's nodes before the refinement_cache node starts" in table
     assert table.count("| … and upstream, int_cache_inputs_fingerprinted") == 2
     assert (out / "README.md").read_text().count("### tiny") == 1
     assert (out / "cost_vs_scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
