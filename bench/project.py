@@ -43,20 +43,22 @@ class DbtTiming:
     def cache_node_s(self) -> float | None:
         return self.node_s(CACHE_NODE, "model")
 
+    def unique_id(self, name: str, resource_type: str) -> str | None:
+        """The unique_id of the `resource_type` node (model, test...) called `name`, if it ran."""
+        return next((unique_id for unique_id in self.nodes
+                     if unique_id.startswith(f"{resource_type}.") and unique_id.rsplit(".", 1)[-1] == name),
+                    None)
+
     def node_s(self, name: str, resource_type: str) -> float | None:
-        """The execution_time of the `resource_type` node (model, test...) called `name`, if it ran."""
-        for unique_id, seconds in self.nodes.items():
-            if unique_id.startswith(f"{resource_type}.") and unique_id.rsplit(".", 1)[-1] == name:
-                return seconds
-        return None
+        """The execution_time of that node, if it ran."""
+        unique_id = self.unique_id(name, resource_type)
+        return None if unique_id is None else self.nodes[unique_id]
 
     def around_node(self, name: str, resource_type: str) -> tuple[float, float] | None:
         """The invocation's node span split at one node: seconds from the first node's start
         to that node's start, and from that node's end to the last node's end (None when it
-        did not run or the timings are missing)."""
-        span = next((seconds for unique_id, seconds in self.spans.items()
-                     if unique_id.startswith(f"{resource_type}.")
-                     and unique_id.rsplit(".", 1)[-1] == name), None)
+        did not run or its timings are missing)."""
+        span = self.spans.get(self.unique_id(name, resource_type) or "")
         if span is None:
             return None
         first = min(start for start, _ in self.spans.values())
