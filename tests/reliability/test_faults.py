@@ -386,11 +386,17 @@ def test_build_killed_while_refinement_cache_runs_then_rerun_converges(
     assert refinery(["load", "configurations", str(changed)], settings).returncode == 0
     before_kill = cache_rows(settings)
 
-    process = start_refinery(["build", *CACHE], settings)
-    pid = _wait_for(settings, '%"node_id": "model.refinery.refinement_cache"%', process, timeout=300)
-    assert pid is not None, "refinement_cache never ran"
-    os.kill(process.pid, signal.SIGKILL)
-    process.communicate(timeout=60)
+    # the cache's statement takes milliseconds here: a lock held on the table keeps it in flight
+    # (active, waiting) until the build has been killed; released, it runs to the end and finds
+    # its client gone before the commit, which is a statement of its own
+    with psycopg.connect(settings.conninfo()) as holder:
+        holder.execute("lock table refiner.refinement_cache in access exclusive mode")
+        process = start_refinery(["build", *CACHE], settings)
+        pid = _wait_for(settings, '%"node_id": "model.refinery.refinement_cache"%', process, timeout=300)
+        assert pid is not None, "refinement_cache never ran"
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+        holder.rollback()
     wait_idle(settings)
     assert cache_rows(settings) == before_kill, "a killed build changed the cache"
 
