@@ -141,10 +141,7 @@
                     coalesce(inputs.partition_key, synced.partition_key) as partition_key,
                     inputs.inputs_fingerprint
                 from (
-                    select
-                        ({{ inputs_spec['partition_by'] }})::text as partition_key,
-                        ({{ inputs_spec['column'] }})::text as inputs_fingerprint
-                    from {{ ref(inputs_spec['ref']) }}
+                    {{ incremental_upsert_current_inputs_sql(inputs_spec) }}
                 ) as inputs
                 full join {{ synced_inputs }} as synced
                     on inputs.partition_key = synced.partition_key
@@ -360,6 +357,20 @@
     {{ incremental_upsert_create_synced_inputs_sql(relation) }}
     delete from {{ relation }};
     insert into {{ relation }} (partition_key, inputs_fingerprint, synced_at)
-    select ({{ spec['partition_by'] }})::text, ({{ spec['column'] }})::text, now()
-    from {{ ref(spec['ref']) }};
+    select inputs.partition_key, inputs.inputs_fingerprint, now()
+    from (
+        {{ incremental_upsert_current_inputs_sql(spec) }}
+    ) as inputs;
+{%- endmacro %}
+
+
+{#-
+    The inputs' fingerprint of every partition now (partition_key, inputs_fingerprint, both
+    text): what a full build records and what an incremental one compares with the record.
+-#}
+{% macro incremental_upsert_current_inputs_sql(spec) -%}
+    select
+        ({{ spec['partition_by'] }})::text as partition_key,
+        ({{ spec['column'] }})::text as inputs_fingerprint
+    from {{ ref(spec['ref']) }}
 {%- endmacro %}
