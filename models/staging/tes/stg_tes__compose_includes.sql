@@ -28,11 +28,7 @@ includes as (
         listed.include_item
     from valuesets
     cross join lateral jsonb_array_elements(
-        case
-            when jsonb_typeof(valuesets.resource -> 'compose' -> 'include') = 'array'
-                then valuesets.resource -> 'compose' -> 'include'
-            else '[]'::jsonb
-        end
+        {{ jsonb_array_or_empty("valuesets.resource -> 'compose' -> 'include'") }}
     ) with ordinality as listed (include_item, include_position)
 
 )
@@ -45,14 +41,6 @@ select
     include_position,
     include_item ->> 'system' as system_url,
     include_item ->> 'version' as system_version,
-    case
-        when jsonb_typeof(include_item -> 'concept') = 'array'
-            then include_item -> 'concept'
-        else '[]'::jsonb
-    end as concept_items,
-    case
-        when jsonb_typeof(include_item -> 'valueSet') = 'array'
-            then include_item -> 'valueSet'
-        else '[]'::jsonb
-    end as valueset_references
+    {{ jsonb_array_or_empty("include_item -> 'concept'") }} as concept_items,
+    {{ jsonb_array_or_empty("include_item -> 'valueSet'") }} as valueset_references
 from includes

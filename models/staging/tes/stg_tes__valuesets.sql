@@ -48,19 +48,11 @@ classified as (
             select codings.focus_coding ->> 'code'
             from
                 jsonb_array_elements(
-                    case
-                        when jsonb_typeof(current_content.resource -> 'useContext') = 'array'
-                            then current_content.resource -> 'useContext'
-                        else '[]'::jsonb
-                    end
+                    {{ jsonb_array_or_empty("current_content.resource -> 'useContext'") }}
                 ) with ordinality as use_context (context_item, context_position)
             cross join
                 lateral jsonb_array_elements(
-                    case
-                        when jsonb_typeof(use_context.context_item -> 'valueCodeableConcept' -> 'coding') = 'array'
-                            then use_context.context_item -> 'valueCodeableConcept' -> 'coding'
-                        else '[]'::jsonb
-                    end
+                    {{ jsonb_array_or_empty("use_context.context_item -> 'valueCodeableConcept' -> 'coding'") }}
                 ) with ordinality as codings (focus_coding, coding_position)
             where
                 use_context.context_item -> 'code' ->> 'code' = 'focus'
