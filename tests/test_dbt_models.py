@@ -241,6 +241,11 @@ def _synced(settings: DatabaseSettings) -> dict[str, tuple[str, object]]:
     return {key: (fingerprint, synced_at) for key, fingerprint, synced_at in rows}
 
 
+def _synced_fingerprints(settings: DatabaseSettings) -> dict[str, str]:
+    """The side table's fingerprints alone: jurisdiction -> fingerprint."""
+    return {key: fingerprint for key, (fingerprint, _) in _synced(settings).items()}
+
+
 def _fingerprints(settings: DatabaseSettings) -> dict[str, str]:
     with psycopg.connect(settings.conninfo()) as conn:
         rows = conn.execute(f"select jurisdiction_id, inputs_fingerprint from {FINGERPRINTS}").fetchall()
@@ -311,7 +316,7 @@ def test_the_cache_diffs_only_jurisdictions_whose_inputs_changed(built: Database
             assert victim in actual
             assert differences(expected_cache(conn), actual) == []
         current = _fingerprints(built)
-        assert {key: fingerprint for key, (fingerprint, _) in _synced(built).items()} == current
+        assert _synced_fingerprints(built) == current
 
         # no side table (a deployment of an earlier version keeps a one-row table instead), and
         # meanwhile a jurisdiction lost every configuration: the next build drops the old table,
@@ -329,11 +334,11 @@ def test_the_cache_diffs_only_jurisdictions_whose_inputs_changed(built: Database
             assert differences(expected_cache(conn), actual) == []
         current = _fingerprints(built)
         assert other not in current
-        assert {key: fingerprint for key, (fingerprint, _) in _synced(built).items()} == current
+        assert _synced_fingerprints(built) == current
 
         # the full build records the same fingerprints from the same inputs
         build(built, "--full-refresh", command="run")
-        assert {key: fingerprint for key, (fingerprint, _) in _synced(built).items()} == current
+        assert _synced_fingerprints(built) == current
     finally:
         with psycopg.connect(built.conninfo(), autocommit=True) as conn:
             conn.execute("update raw.configurations set is_active = true where id = any(%s)",
@@ -406,4 +411,4 @@ def test_without_inputs_fingerprint_the_side_table_is_dropped(
         assert conn.execute("select to_regclass(%s)", (SYNCED,)).fetchone() == (None,)
     # the project as it is keeps it again from its next build on
     assert _cache_node_status(build(built, command="run")) == "INSERT 0 0"
-    assert {key: fingerprint for key, (fingerprint, _) in _synced(built).items()} == _fingerprints(built)
+    assert _synced_fingerprints(built) == _fingerprints(built)
