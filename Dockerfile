@@ -8,6 +8,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY loaders ./loaders
+COPY refinery ./refinery
 COPY models ./models
 COPY macros ./macros
 COPY seeds ./seeds

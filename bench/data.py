@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loaders.tes import synthetic
 from loaders.tes.files import write as write_tes_files
-from loaders.tes.synthetic import SyntheticSpec
+from refinery import synthetic
+from refinery.synthetic import SyntheticSpec
 
 # Scales: "tiny" exists for the smoke test; the three others are the ones the issue names.
 SCALES: dict[str, SyntheticSpec] = {
@@ -38,8 +38,12 @@ class Dataset:
         return sum(p.stat().st_size for p in self.tes_dir.glob("*.json") if p.name != "manifest.json")
 
     def describe(self) -> dict[str, Any]:
-        return {"scale": self.scale, "spec": asdict(self.spec), "counts": self.counts,
-                "tes_bytes": self.tes_bytes}
+        return {
+            "scale": self.scale,
+            "spec": asdict(self.spec),
+            "counts": self.counts,
+            "tes_bytes": self.tes_bytes,
+        }
 
 
 def prepare(scale: str, workdir: Path) -> Dataset:
@@ -100,8 +104,9 @@ def write_json(path: Path, data: Any) -> Path:
     return path
 
 
-def republish(tes_dir: Path, children: list[tuple[str, str]], count: int, *, seed: int,
-              out_file: Path) -> tuple[Path, list[dict[str, Any]]]:
+def republish(
+    tes_dir: Path, children: list[tuple[str, str]], count: int, *, seed: int, out_file: Path
+) -> tuple[Path, list[dict[str, Any]]]:
     """`count` of the given RS groupers re-published under the same url|version with one more
     LOINC code each (TES corrections do this): written in the fetch format to `out_file`."""
     from bench.tes_files import LOINC, read_valuesets
@@ -114,10 +119,15 @@ def republish(tes_dir: Path, children: list[tuple[str, str]], count: int, *, see
             continue
         valueset = copy.deepcopy(valueset)
         include = valueset.setdefault("compose", {}).setdefault("include", [])
-        include.append({"system": LOINC, "concept": [
-            {"code": f"{98000 + len(changed)}-1", "display": "Re-published addition"}]})
+        include.append(
+            {
+                "system": LOINC,
+                "concept": [{"code": f"{98000 + len(changed)}-1", "display": "Re-published addition"}],
+            }
+        )
         changed.append(valueset)
     version = changed[0]["version"] if changed else "none"
-    write_json(out_file, {"metadata": {"category": f"reporting_spec_grouper_{version}"},
-                          "valuesets": changed})
+    write_json(
+        out_file, {"metadata": {"category": f"reporting_spec_grouper_{version}"}, "valuesets": changed}
+    )
     return out_file, changed

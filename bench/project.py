@@ -12,11 +12,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from loaders import connection
-from loaders import dbt as refinery_dbt
-from loaders.connection import DatabaseSettings
 from loaders.errors import RefineryError
-from loaders.paths import project_root
+from refinery import connection
+from refinery import dbt as refinery_dbt
+from refinery.connection import DatabaseSettings
+from refinery.paths import project_root
 
 CACHE_NODE = "refinement_cache"
 CACHE_RELATION = "refiner.refinement_cache"
@@ -45,9 +45,14 @@ class DbtTiming:
 
     def unique_id(self, name: str, resource_type: str) -> str | None:
         """The unique_id of the `resource_type` node (model, test...) called `name`, if it ran."""
-        return next((unique_id for unique_id in self.nodes
-                     if unique_id.startswith(f"{resource_type}.") and unique_id.rsplit(".", 1)[-1] == name),
-                    None)
+        return next(
+            (
+                unique_id
+                for unique_id in self.nodes
+                if unique_id.startswith(f"{resource_type}.") and unique_id.rsplit(".", 1)[-1] == name
+            ),
+            None,
+        )
 
     def node_s(self, name: str, resource_type: str) -> float | None:
         """The execution_time of that node, if it ran."""
@@ -130,8 +135,10 @@ def _span(steps: Sequence[dict[str, Any]]) -> tuple[float, float] | None:
     stamps = [(start, end) for start, end in stamps if start and end]
     if not stamps:
         return None
-    return (min(datetime.fromisoformat(start).timestamp() for start, _ in stamps),
-            max(datetime.fromisoformat(end).timestamp() for _, end in stamps))
+    return (
+        min(datetime.fromisoformat(start).timestamp() for start, _ in stamps),
+        max(datetime.fromisoformat(end).timestamp() for _, end in stamps),
+    )
 
 
 def build(settings: DatabaseSettings) -> DbtTiming:
@@ -181,12 +188,22 @@ def cache_codes(settings: DatabaseSettings) -> dict[tuple[str, str], set[str]]:
     return {(str(s), str(j)): set(codes) for s, j, codes in rows}
 
 
-PROJECT_PARTS = ("dbt_project.yml", "profiles.yml.example", "profiles.yml", "models", "macros",
-                 "seeds", "snapshots", "analyses", "tests/dbt")
+PROJECT_PARTS = (
+    "dbt_project.yml",
+    "profiles.yml.example",
+    "profiles.yml",
+    "models",
+    "macros",
+    "seeds",
+    "snapshots",
+    "analyses",
+    "tests/dbt",
+)
 
 
-def snapshot_project(dest: Path, extra_jurisdictions: Sequence[str] = (), *,
-                     working_tree: bool = False) -> Path:
+def snapshot_project(
+    dest: Path, extra_jurisdictions: Sequence[str] = (), *, working_tree: bool = False
+) -> Path:
     """A copy of the dbt project to benchmark: the committed HEAD (reproducible, and stable while
     others edit the working tree) or, with `working_tree`, the files as they are now. The large
     scale appends its synthetic jurisdictions to the copy's seed, the way the README tells
@@ -208,8 +225,9 @@ def snapshot_project(dest: Path, extra_jurisdictions: Sequence[str] = (), *,
         with seed.open("a", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             for number, ident in enumerate(extra_jurisdictions):
-                writer.writerow([ident, f"Synthetic local health department {ident}",
-                                 states[number % len(states)]])
+                writer.writerow(
+                    [ident, f"Synthetic local health department {ident}", states[number % len(states)]]
+                )
     return dest
 
 
@@ -218,14 +236,28 @@ def _export_head(root: Path, dest: Path) -> bool:
     import subprocess
     import tarfile
 
-    tracked = subprocess.run(["git", "ls-files", "--", *PROJECT_PARTS], cwd=root,
-                             capture_output=True, text=True, check=False)
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", *PROJECT_PARTS], cwd=root, capture_output=True, text=True, check=False
+    )
     if tracked.returncode != 0 or not tracked.stdout.strip():
         return False
     archive = dest / ".head.tar"
-    done = subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), "HEAD", "--",
-                           *[p for p in PROJECT_PARTS if (root / p).exists()]],
-                          cwd=root, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [
+            "git",
+            "archive",
+            "--format=tar",
+            "-o",
+            str(archive),
+            "HEAD",
+            "--",
+            *[p for p in PROJECT_PARTS if (root / p).exists()],
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         return False
     with tarfile.open(archive) as tar:
@@ -239,8 +271,13 @@ def uncommitted_project_changes() -> bool | None:
     import subprocess
 
     try:
-        done = subprocess.run(["git", "status", "--porcelain", "--", *PROJECT_PARTS],
-                              cwd=project_root(), capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--", *PROJECT_PARTS],
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
     return bool(done.stdout.strip())

@@ -72,8 +72,13 @@ def required_parts_s(m: dict[str, float]) -> float | None:
     """The parts of end to end that other issues require, summed: the load, dbt's parse on a
     fresh database, the GIN index (#6) and the recomputation test (#4, as implemented); None
     for results measured before these were."""
-    parts = ("project.load_tes_s", "project.load_configurations_s", "project.parse_s",
-             "project.gin_index_s", "project.recomputation_test_s")
+    parts = (
+        "project.load_tes_s",
+        "project.load_configurations_s",
+        "project.parse_s",
+        "project.gin_index_s",
+        "project.recomputation_test_s",
+    )
     if not all(part in m for part in parts):
         return None
     return sum(m[part] for part in parts)
@@ -86,74 +91,138 @@ def targets(result: dict[str, Any]) -> list[Target]:
     full = m.get("project.cache_node_rebuild_s", m["project.cache_node_full_s"])
     ratios = same_run_ratios(result.get("per_run") or [m])
     cache_ratio, end_to_end = ratios["cache_full"], ratios["end_to_end"]
-    gin_text = (f"; the GIN index alone (#6) {ratios['gin_index']:.2f}x" if "gin_index" in ratios else "")
-    floor_text = (f"; load + parse + GIN index + recomputation test alone {ratios['required_parts']:.2f}x"
-                  if "required_parts" in ratios else "")
+    gin_text = f"; the GIN index alone (#6) {ratios['gin_index']:.2f}x" if "gin_index" in ratios else ""
+    floor_text = (
+        f"; load + parse + GIN index + recomputation test alone {ratios['required_parts']:.2f}x"
+        if "required_parts" in ratios
+        else ""
+    )
     checks = result.get("checks") or [{}]
-    same_keys = all(c.get("same_cache_keys") and c.get("same_cache_keys_after_incremental")
-                    for c in checks)
+    same_keys = all(c.get("same_cache_keys") and c.get("same_cache_keys_after_incremental") for c in checks)
     return [
-        Target("refinement_cache full build vs trigger configuration phase", "<= 0.1x (production)",
-               f"medians {_s(full)} vs {_s(m['trigger.configurations_s'])}; "
-               f"same-run ratio (median) {cache_ratio:.3f}x{gin_text}",
-               cache_ratio <= 0.1 if production else None),
-        Target("load + build end to end vs trigger design seed", "<= 1.0x (production)",
-               f"medians {_s(m['project.total_s'])} vs {_s(m['trigger.total_s'])}; "
-               f"same-run ratio (median) {end_to_end:.2f}x{floor_text}",
-               end_to_end <= 1.0 if production else None),
-        Target("one configuration edited: refinement_cache node", "< 100 ms",
-               _ms(m["project.edit_one_node_s"]), m["project.edit_one_node_s"] < 0.100),
-        Target("no-op run: refinement_cache node", "< 50 ms",
-               _ms(m["project.noop_node_s"]), m["project.noop_node_s"] < 0.050),
-        Target("loader throughput (TES JSON into raw.tes_valuesets)", ">= 50 MB/s",
-               f"{m['loader.mb_per_s']:.1f} MB/s", m["loader.mb_per_s"] >= 50.0),
-        Target("cache lookup by key, p99 (prepared, 10,000 keys)", "< 1 ms",
-               f"{m['lookup.project_p99_ms']:.4f} ms", m["lookup.project_p99_ms"] < 1.0),
-        Target("both designs produce the same cache keys", "equal",
-               "equal" if same_keys else "DIFFERENT", same_keys),
+        Target(
+            "refinement_cache full build vs trigger configuration phase",
+            "<= 0.1x (production)",
+            f"medians {_s(full)} vs {_s(m['trigger.configurations_s'])}; "
+            f"same-run ratio (median) {cache_ratio:.3f}x{gin_text}",
+            cache_ratio <= 0.1 if production else None,
+        ),
+        Target(
+            "load + build end to end vs trigger design seed",
+            "<= 1.0x (production)",
+            f"medians {_s(m['project.total_s'])} vs {_s(m['trigger.total_s'])}; "
+            f"same-run ratio (median) {end_to_end:.2f}x{floor_text}",
+            end_to_end <= 1.0 if production else None,
+        ),
+        Target(
+            "one configuration edited: refinement_cache node",
+            "< 100 ms",
+            _ms(m["project.edit_one_node_s"]),
+            m["project.edit_one_node_s"] < 0.100,
+        ),
+        Target(
+            "no-op run: refinement_cache node",
+            "< 50 ms",
+            _ms(m["project.noop_node_s"]),
+            m["project.noop_node_s"] < 0.050,
+        ),
+        Target(
+            "loader throughput (TES JSON into raw.tes_valuesets)",
+            ">= 50 MB/s",
+            f"{m['loader.mb_per_s']:.1f} MB/s",
+            m["loader.mb_per_s"] >= 50.0,
+        ),
+        Target(
+            "cache lookup by key, p99 (prepared, 10,000 keys)",
+            "< 1 ms",
+            f"{m['lookup.project_p99_ms']:.4f} ms",
+            m["lookup.project_p99_ms"] < 1.0,
+        ),
+        Target(
+            "both designs produce the same cache keys",
+            "equal",
+            "equal" if same_keys else "DIFFERENT",
+            same_keys,
+        ),
     ]
 
 
 def _rows(m: dict[str, float]) -> list[tuple[str, float | None, float | None]]:
     """The table's rows: (label, trigger design, this project)."""
     cache_rows = [
-        ("refinement_cache node, full build (in the first dbt build)", m["trigger.configurations_s"],
-         m["project.cache_node_full_s"]),
-        ("refinement_cache node alone, --full-refresh", m["trigger.configurations_s"],
-         m.get("project.cache_node_rebuild_s")),
+        (
+            "refinement_cache node, full build (in the first dbt build)",
+            m["trigger.configurations_s"],
+            m["project.cache_node_full_s"],
+        ),
+        (
+            "refinement_cache node alone, --full-refresh",
+            m["trigger.configurations_s"],
+            m.get("project.cache_node_rebuild_s"),
+        ),
     ]
     end_to_end_rows = [("end to end: load + build / whole seed", m["trigger.total_s"], m["project.total_s"])]
     required = required_parts_s(m)
     if required is not None:  # results measured before the parts were leave these rows out
-        cache_rows.append(("… of which the GIN index on aggregated_codes (#6; the trigger design has none)",
-                           m["trigger.configurations_s"], m["project.gin_index_s"]))
+        cache_rows.append(
+            (
+                "… of which the GIN index on aggregated_codes (#6; the trigger design has none)",
+                m["trigger.configurations_s"],
+                m["project.gin_index_s"],
+            )
+        )
         end_to_end_rows += [
-            ("… of which dbt's parse (a fresh database; inside the build's wall)", None,
-             m["project.parse_s"]),
-            ("… of which the recomputation test (#4; a node of the build)", None,
-             m["project.recomputation_test_s"]),
+            (
+                "… of which dbt's parse (a fresh database; inside the build's wall)",
+                None,
+                m["project.parse_s"],
+            ),
+            (
+                "… of which the recomputation test (#4; a node of the build)",
+                None,
+                m["project.recomputation_test_s"],
+            ),
             ("… load + parse + GIN index + recomputation test alone", m["trigger.total_s"], required),
         ]
     if "project.build_before_cache_s" in m:
         # where the build's wall goes along its chain: the cache waits for its inputs and their
         # tests, and its own tests (the recomputation test among them) can only follow it
         end_to_end_rows += [
-            ("… of which the build's nodes before the refinement_cache node starts "
-             "(upstream models, their tests)", None, m["project.build_before_cache_s"]),
-            ("… of which the build's nodes after the refinement_cache node ends (its tests)", None,
-             m["project.build_after_cache_s"]),
+            (
+                "… of which the build's nodes before the refinement_cache node starts "
+                "(upstream models, their tests)",
+                None,
+                m["project.build_before_cache_s"],
+            ),
+            (
+                "… of which the build's nodes after the refinement_cache node ends (its tests)",
+                None,
+                m["project.build_after_cache_s"],
+            ),
         ]
 
     def fingerprint_rows(case: str) -> list[tuple[str, float | None, float | None]]:
         # the per-jurisdiction fingerprints the cache node compares are a node of their own,
         # upstream: shown beside the cache node's figure, not hidden from it
         seconds = m.get(f"project.{case}_fingerprint_node_s")
-        return [] if seconds is None else [
-            ("… and upstream, int_cache_inputs_fingerprinted (its inputs, per jurisdiction)", None, seconds)]
+        return (
+            []
+            if seconds is None
+            else [
+                (
+                    "… and upstream, int_cache_inputs_fingerprinted (its inputs, per jurisdiction)",
+                    None,
+                    seconds,
+                )
+            ]
+        )
 
     return [
-        ("TES groupers + references (trigger: row by row)",
-         m["trigger.groupers_s"] + m["trigger.references_s"], None),
+        (
+            "TES groupers + references (trigger: row by row)",
+            m["trigger.groupers_s"] + m["trigger.references_s"],
+            None,
+        ),
         ("… of which references (parent re-aggregation per row)", m["trigger.references_s"], None),
         ("configurations (trigger: cache upsert per row)", m["trigger.configurations_s"], None),
         ("load TES JSON (COPY into raw)", None, m["project.load_tes_s"]),
@@ -218,16 +287,23 @@ def write_scale(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
 
 
 def load_results(out: Path) -> list[dict[str, Any]]:
-    found = [json.loads((out / f"{scale}.json").read_text()) for scale in SCALE_ORDER
-             if (out / f"{scale}.json").exists()]
+    found = [
+        json.loads((out / f"{scale}.json").read_text())
+        for scale in SCALE_ORDER
+        if (out / f"{scale}.json").exists()
+    ]
     return found
 
 
-def growth(results: Sequence[dict[str, Any]], metric: Callable[[dict[str, float]], float]) -> list[
-        tuple[str, str, float]]:
+def growth(
+    results: Sequence[dict[str, Any]], metric: Callable[[dict[str, float]], float]
+) -> list[tuple[str, str, float]]:
     """Log-log slope of a cost between consecutive scales, against configurations (1.0 = linear)."""
-    points = [(r["scale"], r["dataset"]["counts"].get("configurations", 0), metric(r["median"]))
-              for r in results if r["scale"] != "tiny"]
+    points = [
+        (r["scale"], r["dataset"]["counts"].get("configurations", 0), metric(r["median"]))
+        for r in results
+        if r["scale"] != "tiny"
+    ]
     slopes = []
     for (a, na, ta), (b, nb, tb) in itertools.pairwise(points):
         if na > 0 and nb > na and ta > 0 and tb > 0:
@@ -251,9 +327,12 @@ def linearity(results: Sequence[dict[str, Any]]) -> Target:
     slopes = {name: growth(results, fn) for name, fn in COSTS.items() if name.startswith("project")}
     last = {name: s[-1][2] for name, s in slopes.items() if s}
     text = ", ".join(f"{name.split(': ', 1)[1]} {value:.2f}" for name, value in last.items())
-    return Target("large scale completes, cost grows ~linearly",
-                  "log-log slope vs configurations <= 1.2 (production→large)", text,
-                  bool(last) and all(v <= 1.2 for v in last.values()))
+    return Target(
+        "large scale completes, cost grows ~linearly",
+        "log-log slope vs configurations <= 1.2 (production→large)",
+        text,
+        bool(last) and all(v <= 1.2 for v in last.values()),
+    )
 
 
 def plot(results: Sequence[dict[str, Any]], path: Path) -> Path | None:
@@ -270,8 +349,13 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> Path | None:
     for (name, fn), style in zip(COSTS.items(), ("o-", "s--", "^-", "v--"), strict=True):
         ax.plot(x, [fn(r["median"]) for r in usable], style, label=name)
     for xi, r in zip(x, usable, strict=True):
-        ax.annotate(r["scale"], (xi, COSTS["trigger design: whole seed"](r["median"])),
-                    textcoords="offset points", xytext=(4, 6), fontsize=8)
+        ax.annotate(
+            r["scale"],
+            (xi, COSTS["trigger design: whole seed"](r["median"])),
+            textcoords="offset points",
+            xytext=(4, 6),
+            fontsize=8,
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("configurations (log)")
@@ -288,20 +372,31 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> Path | None:
 def combined(out: Path) -> str:
     """bench/results/README.md: every scale's table, growth and the linearity target."""
     results = load_results(out)
-    parts = ["# Benchmark results", "",
-             "Generated by `python -m bench`; see the project README's Performance section.", ""]
+    parts = [
+        "# Benchmark results",
+        "",
+        "Generated by `python -m bench`; see the project README's Performance section.",
+        "",
+    ]
     for result in results:
         parts.append(markdown(result))
     if len(results) > 1:
-        parts += ["### Growth (log-log slope against configurations; 1.0 = linear)", "",
-                  "| cost | " + " | ".join(f"{a}→{b}" for a, b, _ in growth(results, COSTS[
-                      "project: load + build"])) + " |",
-                  "| --- |" + " ---: |" * len(growth(results, COSTS["project: load + build"]))]
+        parts += [
+            "### Growth (log-log slope against configurations; 1.0 = linear)",
+            "",
+            "| cost | "
+            + " | ".join(f"{a}→{b}" for a, b, _ in growth(results, COSTS["project: load + build"]))
+            + " |",
+            "| --- |" + " ---: |" * len(growth(results, COSTS["project: load + build"])),
+        ]
         for name, fn in COSTS.items():
             parts.append(f"| {name} | " + " | ".join(f"{s:.2f}" for _, _, s in growth(results, fn)) + " |")
         target = linearity(results)
-        parts += ["", f"Target — {target.name}: {target.goal}; measured {target.measured}: "
-                      f"**{target.status}**", ""]
+        parts += [
+            "",
+            f"Target — {target.name}: {target.goal}; measured {target.measured}: **{target.status}**",
+            "",
+        ]
     if (out / "cost_vs_scale.png").exists():
         parts += ["![cost against scale](cost_vs_scale.png)", ""]
     return "\n".join(parts)

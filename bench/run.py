@@ -20,10 +20,10 @@ from psycopg import sql
 from bench import data, lookups, project, tes_files
 from bench import trigger_design as td
 from bench.data import Dataset
-from loaders import connection
-from loaders.connection import DatabaseSettings
-from loaders.environ import scoped_environ
-from loaders.tes.synthetic import UNKNOWN_JURISDICTION
+from refinery import connection
+from refinery.connection import DatabaseSettings
+from refinery.environ import scoped_environ
+from refinery.synthetic import UNKNOWN_JURISDICTION
 
 Log = Any  # a callable taking one str
 
@@ -40,8 +40,9 @@ def server_settings() -> DatabaseSettings:
     configured = connection.configured()
     if configured is not None:
         return configured.with_database("postgres")
-    return DatabaseSettings(host="127.0.0.1", port=5432, user="postgres", password=None,
-                            dbname="postgres", source="local server")
+    return DatabaseSettings(
+        host="127.0.0.1", port=5432, user="postgres", password=None, dbname="postgres", source="local server"
+    )
 
 
 @contextmanager
@@ -72,8 +73,9 @@ def dbt_paths(folder: Path, project_dir: Path) -> Iterator[None]:
         yield
 
 
-def _codes_agreement(trigger: dict[tuple[str, str], set[str]],
-                     ours: dict[tuple[str, str], set[str]]) -> float:
+def _codes_agreement(
+    trigger: dict[tuple[str, str], set[str]], ours: dict[tuple[str, str], set[str]]
+) -> float:
     """Share of common keys whose trigger-design codes (4 systems, one parent) are all in ours."""
     common = trigger.keys() & ours.keys()
     if not common:
@@ -81,8 +83,16 @@ def _codes_agreement(trigger: dict[tuple[str, str], set[str]],
     return sum(1 for key in common if trigger[key] <= ours[key]) / len(common)
 
 
-def run_once(dataset: Dataset, admin: DatabaseSettings, workdir: Path, index: int, *,
-             lookup_count: int, keep: bool, log: Log) -> RunOutcome:
+def run_once(
+    dataset: Dataset,
+    admin: DatabaseSettings,
+    workdir: Path,
+    index: int,
+    *,
+    lookup_count: int,
+    keep: bool,
+    log: Log,
+) -> RunOutcome:
     out = RunOutcome()
     m = out.metrics
     with fresh_database(admin, dataset.scale, keep) as settings:
@@ -101,8 +111,10 @@ def run_once(dataset: Dataset, admin: DatabaseSettings, workdir: Path, index: in
             m["trigger.configurations_s"] = seeded.configurations_s
             m["trigger.total_s"] = m["trigger.parse_s"] + seeded.total_s
             out.checks["trigger_counts"] = seeded.counts
-            log(f"  trigger design: references {seeded.references_s:.2f}s, "
-                f"configurations {seeded.configurations_s:.2f}s, total {m['trigger.total_s']:.2f}s")
+            log(
+                f"  trigger design: references {seeded.references_s:.2f}s, "
+                f"configurations {seeded.configurations_s:.2f}s, total {m['trigger.total_s']:.2f}s"
+            )
 
             # --- 2. this project: load + build -------------------------------------------------
             tes = project.load_tes([dataset.tes_dir], settings)
@@ -117,18 +129,21 @@ def run_once(dataset: Dataset, admin: DatabaseSettings, workdir: Path, index: in
             around = built.around_node(project.CACHE_NODE, "model")
             if around is None:
                 raise project.BenchError(
-                    "dbt build: no timings for the refinement_cache node in run_results.json")
+                    "dbt build: no timings for the refinement_cache node in run_results.json"
+                )
             # the build's nodes, split at the cache: what must finish before it can start (its
             # upstream models and their tests) and what can only start after it (its tests)
             m["project.build_before_cache_s"], m["project.build_after_cache_s"] = around
             m["loader.bytes"] = float(tes.bytes)
             m["loader.mb_per_s"] = tes.mb_per_s
             out.slowest_nodes = built.slowest(8)
-            log(f"  project: load tes {tes.wall_s:.2f}s ({tes.mb_per_s:.1f} MB/s), "
+            log(
+                f"  project: load tes {tes.wall_s:.2f}s ({tes.mb_per_s:.1f} MB/s), "
                 f"configurations {cfg.wall_s:.2f}s, build {built.wall_s:.2f}s, "
                 f"refinement_cache node {m['project.cache_node_full_s']:.3f}s "
                 f"(starts {m['project.build_before_cache_s']:.2f}s into the build's nodes; "
-                f"{m['project.build_after_cache_s']:.2f}s of nodes after it)")
+                f"{m['project.build_after_cache_s']:.2f}s of nodes after it)"
+            )
 
             trigger_keys = td.cache_keys(conn)
             our_keys = project.cache_keys(settings)
@@ -137,7 +152,8 @@ def run_once(dataset: Dataset, admin: DatabaseSettings, workdir: Path, index: in
             out.checks["keys_only_trigger"] = sorted(map(list, trigger_keys - our_keys))[:10]
             out.checks["keys_only_project"] = sorted(map(list, our_keys - trigger_keys))[:10]
             out.checks["trigger_codes_contained"] = _codes_agreement(
-                td.cache_codes(conn), project.cache_codes(settings))
+                td.cache_codes(conn), project.cache_codes(settings)
+            )
 
             rebuilt = project.rebuild_cache(settings)
             m["project.cache_node_rebuild_s"] = _node(rebuilt)
@@ -147,9 +163,11 @@ def run_once(dataset: Dataset, admin: DatabaseSettings, workdir: Path, index: in
             m["project.gin_index_s"] = project.gin_index_s(settings)
             m["project.parse_s"] = project.parse_s(settings)
             m["project.recomputation_test_s"] = built.node_s(project.RECOMPUTATION_TEST, "test") or 0.0
-            log(f"  of which required elsewhere: GIN index {m['project.gin_index_s']:.3f}s, "
+            log(
+                f"  of which required elsewhere: GIN index {m['project.gin_index_s']:.3f}s, "
                 f"dbt parse {m['project.parse_s']:.3f}s, "
-                f"recomputation test {m['project.recomputation_test_s']:.3f}s")
+                f"recomputation test {m['project.recomputation_test_s']:.3f}s"
+            )
 
             # --- 3. incremental cases -------------------------------------------------------------
             noop = project.refresh_cache(settings)
@@ -163,7 +181,8 @@ def run_once(dataset: Dataset, admin: DatabaseSettings, workdir: Path, index: in
             current = configurations
             for case, count in (("edit_one", 1), ("edit_1pct", max(1, math.ceil(len(eligible) / 100)))):
                 snapshot, edited = data.edit_configurations(
-                    current, eligible, count, seed=1000 * index + count, stamp=datetime.now(UTC))
+                    current, eligible, count, seed=1000 * index + count, stamp=datetime.now(UTC)
+                )
                 file = data.write_json(runs_dir / f"configurations-{case}.json", snapshot)
                 m[f"trigger.{case}_s"] = td.update_configurations(conn, edited)
                 loaded = project.load_configurations(file, settings)
@@ -178,12 +197,19 @@ def run_once(dataset: Dataset, admin: DatabaseSettings, workdir: Path, index: in
                     out.checks["edit_visible"] = _edit_visible(settings, edited[0])
                 current = snapshot
 
-            configured = [(str(c["child_grouper_url"]), str(c["child_grouper_version"]))
-                          for c in td.insertable(conn, configurations) if c.get("is_active")]
+            configured = [
+                (str(c["child_grouper_url"]), str(c["child_grouper_version"]))
+                for c in td.insertable(conn, configurations)
+                if c.get("is_active")
+            ]
             rs_total = int(dataset.counts.get("reporting_spec_grouper", 0))
             file, changed = data.republish(
-                dataset.tes_dir, configured, max(1, math.ceil(rs_total / 100)), seed=index,
-                out_file=runs_dir / "republished" / "reporting_spec_groupers.json")
+                dataset.tes_dir,
+                configured,
+                max(1, math.ceil(rs_total / 100)),
+                seed=index,
+                out_file=runs_dir / "republished" / "reporting_spec_groupers.json",
+            )
             republished = [g for g in map(tes_files.to_grouper, changed) if g is not None]
             m["trigger.republish_s"] = td.republish_groupers(conn, republished)
             loaded_fix = project.load_tes([file], settings)
@@ -253,8 +279,13 @@ def environment(admin: DatabaseSettings) -> dict[str, Any]:
     with psycopg.connect(admin.conninfo()) as conn:
         server = conn.execute("show server_version").fetchone()
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=False, cwd=Path(__file__).parent).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
     except OSError:
         commit = ""
     return {
@@ -273,8 +304,16 @@ def medians(runs: list[RunOutcome]) -> dict[str, float]:
     return {name: statistics.median(r.metrics[name] for r in runs if name in r.metrics) for name in names}
 
 
-def run_scale(scale: str, runs: int, workdir: Path, *, lookup_count: int = 10_000,
-              keep: bool = False, working_tree: bool = False, log: Log = print) -> dict[str, Any]:
+def run_scale(
+    scale: str,
+    runs: int,
+    workdir: Path,
+    *,
+    lookup_count: int = 10_000,
+    keep: bool = False,
+    working_tree: bool = False,
+    log: Log = print,
+) -> dict[str, Any]:
     """Every run of one scale; the result document written to `<scale>.json`."""
     admin = server_settings()
     started = time.perf_counter()
@@ -282,8 +321,11 @@ def run_scale(scale: str, runs: int, workdir: Path, *, lookup_count: int = 10_00
     dataset = data.prepare(scale, workdir / "data")
     log(f"   {dataset.counts} ({dataset.tes_bytes / 1e6:.1f} MB of TES JSON)")
     known = {ident for ident, _, _ in project.jurisdictions()}
-    wanted = sorted({str(c["jurisdiction_id"]) for c in data.load_configurations(
-        dataset.configurations_file)} - known - {UNKNOWN_JURISDICTION})
+    wanted = sorted(
+        {str(c["jurisdiction_id"]) for c in data.load_configurations(dataset.configurations_file)}
+        - known
+        - {UNKNOWN_JURISDICTION}
+    )
     if wanted:
         log(f"   {len(wanted)} synthetic jurisdictions appended to the benchmarked project's seed")
     dirty = project.uncommitted_project_changes()
@@ -291,8 +333,9 @@ def run_scale(scale: str, runs: int, workdir: Path, *, lookup_count: int = 10_00
     outcomes: list[RunOutcome] = []
     with dbt_paths(workdir / "dbt", project_dir):
         for index in range(runs):
-            outcomes.append(run_once(dataset, admin, workdir, index, lookup_count=lookup_count,
-                                     keep=keep, log=log))
+            outcomes.append(
+                run_once(dataset, admin, workdir, index, lookup_count=lookup_count, keep=keep, log=log)
+            )
     return {
         "scale": scale,
         "runs": runs,

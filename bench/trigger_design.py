@@ -44,9 +44,20 @@ _UPDATE_RS = (
     "where canonical_url = %(canonical_url)s and version = %(version)s"
 )
 _CONFIG_COLUMNS = (
-    "id", "jurisdiction_id", "child_grouper_url", "child_grouper_version", "display_name_override",
-    "version", "loinc_codes", "snomed_codes", "icd10_codes", "rxnorm_codes", "is_active",
-    "created_by", "created_at", "updated_at",
+    "id",
+    "jurisdiction_id",
+    "child_grouper_url",
+    "child_grouper_version",
+    "display_name_override",
+    "version",
+    "loinc_codes",
+    "snomed_codes",
+    "icd10_codes",
+    "rxnorm_codes",
+    "is_active",
+    "created_by",
+    "created_at",
+    "updated_at",
 )
 _INSERT_CONFIGURATION = (
     f"insert into configurations ({', '.join(_CONFIG_COLUMNS)}) values "
@@ -120,8 +131,7 @@ def seed_jurisdictions(conn: psycopg.Connection, jurisdictions: Iterable[tuple[s
     with conn.cursor() as cur:
         for jurisdiction_id, name, state_code in jurisdictions:
             cur.execute(
-                "insert into jurisdictions (id, name, state_code) values (%s, %s, %s) "
-                "on conflict do nothing",
+                "insert into jurisdictions (id, name, state_code) values (%s, %s, %s) on conflict do nothing",
                 (jurisdiction_id, name, state_code),
             )
             count += 1
@@ -176,7 +186,8 @@ def insertable(conn: psycopg.Connection, configurations: Sequence[dict[str, Any]
     }
     conn.commit()
     accepted = [
-        c for c in configurations
+        c
+        for c in configurations
         if c.get("jurisdiction_id") in jurisdictions
         and (c.get("child_grouper_url"), c.get("child_grouper_version")) in children
     ]

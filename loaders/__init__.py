@@ -1,3 +1,1 @@
-"""eCR Refiner data layer: TES loaders and the dbt project driver (`refinery`)."""
-
-__version__ = "0.1.0"
+"""Loaders: fetch TES terminology into files and land TES JSON and configurations in schema `raw`."""

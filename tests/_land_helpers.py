@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from loaders.connection import DatabaseSettings
+from refinery.connection import DatabaseSettings
 
 TES = "https://tes.example.org/fhir/ValueSet"
 

@@ -18,8 +18,7 @@ import psycopg
 from loaders.tes import classify
 
 REPO = Path(__file__).resolve().parent.parent
-ADDED = {"loinc_codes": "loinc", "snomed_codes": "snomed", "icd10_codes": "icd10",
-         "rxnorm_codes": "rxnorm"}
+ADDED = {"loinc_codes": "loinc", "snomed_codes": "snomed", "icd10_codes": "icd10", "rxnorm_codes": "rxnorm"}
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ def _snomed(resource: dict[str, Any]) -> str | None:
                 return coding.get("code")
     url = resource["url"]
     marker = url.rfind("rs-grouper-")
-    return url[marker + len("rs-grouper-"):] or None if marker >= 0 else None
+    return url[marker + len("rs-grouper-") :] or None if marker >= 0 else None
 
 
 def expected_cache(conn: psycopg.Connection) -> dict[tuple[str, str], CacheRow]:
@@ -118,7 +117,7 @@ def expected_cache(conn: psycopg.Connection) -> dict[tuple[str, str], CacheRow]:
         "select id, jurisdiction_id, child_grouper_url, child_grouper_version, is_active, "
         "updated_at, loinc_codes, snomed_codes, icd10_codes, rxnorm_codes from raw.configurations"
     ).fetchall()
-    for (config_id, jurisdiction, url, version, active, updated_at, *added) in configurations:
+    for config_id, jurisdiction, url, version, active, updated_at, *added in configurations:
         child = (url, version)
         jurisdiction = jurisdiction.strip()
         if not active or jurisdiction not in jurisdictions or child not in rs:
@@ -157,15 +156,19 @@ def actual_cache(conn: psycopg.Connection, schema: str = "refiner") -> dict[tupl
     ).fetchall()
     return {
         (snomed, jurisdiction): {
-            "aggregated_codes": aggregated, "codes_by_system": by_system, "source_details": details,
-            "content_sha256": sha, "updated_at": updated_at,
+            "aggregated_codes": aggregated,
+            "codes_by_system": by_system,
+            "source_details": details,
+            "content_sha256": sha,
+            "updated_at": updated_at,
         }
         for snomed, jurisdiction, aggregated, by_system, details, sha, updated_at in rows
     }
 
 
-def differences(expected: dict[tuple[str, str], CacheRow],
-                actual: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+def differences(
+    expected: dict[tuple[str, str], CacheRow], actual: dict[tuple[str, str], dict[str, Any]]
+) -> list[str]:
     """Human-readable differences between the oracle and the table (empty when equal)."""
     problems = [f"missing key {key}" for key in expected.keys() - actual.keys()]
     problems += [f"unexpected key {key}" for key in actual.keys() - expected.keys()]
@@ -176,6 +179,8 @@ def differences(expected: dict[tuple[str, str], CacheRow],
         if list(got["aggregated_codes"]) != want.aggregated_codes:
             problems.append(f"{key}: aggregated_codes differs")
         if int(got["source_details"]["configuration_id"]) != want.configuration_id:
-            problems.append(f"{key}: configuration {got['source_details']['configuration_id']} "
-                            f"instead of {want.configuration_id}")
+            problems.append(
+                f"{key}: configuration {got['source_details']['configuration_id']} "
+                f"instead of {want.configuration_id}"
+            )
     return problems

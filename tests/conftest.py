@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from loaders import connection
-from loaders.connection import DatabaseSettings
-from loaders.environ import scoped_environ
+from refinery import connection
+from refinery.connection import DatabaseSettings
+from refinery.environ import scoped_environ
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_SAMPLE = REPO.parent / "shared" / "tes-sample"
@@ -53,7 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseSetting
     if _answers(candidate):
         yield candidate.with_database("postgres")
         return
-    from loaders import embedded
+    from refinery import embedded
 
     home = tmp_path_factory.mktemp("embedded-home")
     with scoped_environ({"REFINERY_HOME": str(home), "REFINERY_EMBEDDED_PORT": str(free_port())}):

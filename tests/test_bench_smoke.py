@@ -13,7 +13,7 @@ import pytest
 from bench import lookups, project, report
 from bench import trigger_design as td
 from bench.tes_files import Grouper, focus_snomed, to_grouper
-from loaders.connection import DatabaseSettings
+from refinery.connection import DatabaseSettings
 from tests.conftest import REPO, env_for
 
 PARENT = ("https://example.org/ValueSet/cg-1", "1.0.0")
@@ -26,11 +26,23 @@ def _rs(key: tuple[str, str], snomed: str, loinc: list[str], cvx: list[str]) -> 
     return Grouper("reporting_spec_grouper", key[0], key[1], "rs", snomed, codes, ())
 
 
-def _config(ident: int, child: tuple[str, str], *, active: bool = True, loinc: list[str] | None = None,
-            updated: str = "2025-02-01T00:00:00Z") -> dict[str, object]:
-    return {"id": ident, "jurisdiction_id": "SDDH", "child_grouper_url": child[0],
-            "child_grouper_version": child[1], "loinc_codes": loinc or [], "is_active": active,
-            "updated_at": updated}
+def _config(
+    ident: int,
+    child: tuple[str, str],
+    *,
+    active: bool = True,
+    loinc: list[str] | None = None,
+    updated: str = "2025-02-01T00:00:00Z",
+) -> dict[str, object]:
+    return {
+        "id": ident,
+        "jurisdiction_id": "SDDH",
+        "child_grouper_url": child[0],
+        "child_grouper_version": child[1],
+        "loinc_codes": loinc or [],
+        "is_active": active,
+        "updated_at": updated,
+    }
 
 
 def test_trigger_design_reaggregates_parents_and_upserts_cache(fresh_database: DatabaseSettings) -> None:
@@ -62,13 +74,29 @@ def test_trigger_design_reaggregates_parents_and_upserts_cache(fresh_database: D
 
 def test_focus_snomed_comes_from_use_context_not_the_resource_id() -> None:
     valueset = {
-        "resourceType": "ValueSet", "id": "2316", "url": "https://x/ValueSet/rs-grouper-840539006",
-        "version": "1", "meta": {"profile": ["http://aphl.org/fhir/vsm/StructureDefinition/"
-                                             "vsm-reportingspecificationgroupervalueset"]},
-        "useContext": [{"code": {"code": "focus"}, "valueCodeableConcept": {
-            "coding": [{"system": "http://snomed.info/sct", "code": "840539006"}]}}],
-        "compose": {"include": [{"system": "http://hl7.org/fhir/sid/cvx", "concept": [{"code": "207"}]},
-                                {"system": "http://loinc.org", "concept": [{"code": "94500-6"}]}]},
+        "resourceType": "ValueSet",
+        "id": "2316",
+        "url": "https://x/ValueSet/rs-grouper-840539006",
+        "version": "1",
+        "meta": {
+            "profile": [
+                "http://aphl.org/fhir/vsm/StructureDefinition/vsm-reportingspecificationgroupervalueset"
+            ]
+        },
+        "useContext": [
+            {
+                "code": {"code": "focus"},
+                "valueCodeableConcept": {
+                    "coding": [{"system": "http://snomed.info/sct", "code": "840539006"}]
+                },
+            }
+        ],
+        "compose": {
+            "include": [
+                {"system": "http://hl7.org/fhir/sid/cvx", "concept": [{"code": "207"}]},
+                {"system": "http://loinc.org", "concept": [{"code": "94500-6"}]},
+            ]
+        },
     }
     grouper = to_grouper(valueset)
     assert grouper is not None and grouper.snomed_code == "840539006"
@@ -88,14 +116,29 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def test_required_parts_add_up_and_older_results_keep_their_table() -> None:
-    m = {"trigger.groupers_s": 1.0, "trigger.references_s": 1.0, "trigger.configurations_s": 8.0,
-         "trigger.total_s": 10.0, "trigger.noop_s": 0.0, "trigger.edit_one_s": 0.01,
-         "trigger.edit_1pct_s": 0.1, "trigger.republish_s": 0.1, "trigger.new_release_s": 1.0,
-         "project.load_tes_s": 0.5, "project.load_configurations_s": 0.5, "project.build_wall_s": 12.0,
-         "project.total_s": 13.0, "project.cache_node_full_s": 4.0, "project.cache_node_rebuild_s": 4.0,
-         "project.noop_node_s": 0.04, "project.edit_one_node_s": 0.05, "project.edit_1pct_node_s": 0.1,
-         "project.republish_node_s": 0.2, "project.new_release_node_s": 0.04,
-         "project.new_release_load_s": 0.1}
+    m = {
+        "trigger.groupers_s": 1.0,
+        "trigger.references_s": 1.0,
+        "trigger.configurations_s": 8.0,
+        "trigger.total_s": 10.0,
+        "trigger.noop_s": 0.0,
+        "trigger.edit_one_s": 0.01,
+        "trigger.edit_1pct_s": 0.1,
+        "trigger.republish_s": 0.1,
+        "trigger.new_release_s": 1.0,
+        "project.load_tes_s": 0.5,
+        "project.load_configurations_s": 0.5,
+        "project.build_wall_s": 12.0,
+        "project.total_s": 13.0,
+        "project.cache_node_full_s": 4.0,
+        "project.cache_node_rebuild_s": 4.0,
+        "project.noop_node_s": 0.04,
+        "project.edit_one_node_s": 0.05,
+        "project.edit_1pct_node_s": 0.1,
+        "project.republish_node_s": 0.2,
+        "project.new_release_node_s": 0.04,
+        "project.new_release_load_s": 0.1,
+    }
     older = report._rows(m)
     assert report.required_parts_s(m) is None
     assert not any(label.startswith("… load + parse") for label, _, _ in older)
@@ -116,16 +159,24 @@ def test_required_parts_add_up_and_older_results_keep_their_table() -> None:
 def test_a_build_is_split_at_the_cache_node_by_when_its_nodes_ran() -> None:
     """run_results' timings (compile start to execute end) place each node; the build's node
     span is split at the cache node: before it starts, and after it ends."""
+
     def node(unique_id: str, start: float, end: float) -> dict[str, object]:
         stamp = "2026-11-23T07:00:{:09.6f}Z".format
-        return {"unique_id": unique_id, "timing": [
-            {"name": "compile", "started_at": stamp(start), "completed_at": stamp(start + 0.01)},
-            {"name": "execute", "started_at": stamp(start + 0.01), "completed_at": stamp(end)}]}
+        return {
+            "unique_id": unique_id,
+            "timing": [
+                {"name": "compile", "started_at": stamp(start), "completed_at": stamp(start + 0.01)},
+                {"name": "execute", "started_at": stamp(start + 0.01), "completed_at": stamp(end)},
+            ],
+        }
 
-    results = [node("model.refinery.stg", 1.0, 2.0), node("test.refinery.not_null_stg", 2.0, 3.5),
-               node("model.refinery.refinement_cache", 3.5, 7.5),
-               node("test.refinery.assert_refinement_cache_matches_recomputation", 7.5, 10.0),
-               {"unique_id": "exposure.refinery.app", "timing": []}]
+    results = [
+        node("model.refinery.stg", 1.0, 2.0),
+        node("test.refinery.not_null_stg", 2.0, 3.5),
+        node("model.refinery.refinement_cache", 3.5, 7.5),
+        node("test.refinery.assert_refinement_cache_matches_recomputation", 7.5, 10.0),
+        {"unique_id": "exposure.refinery.app", "timing": []},
+    ]
     timing = project.DbtTiming(["build"], 11.0)
     for item in results:  # as project.dbt reads run_results.json
         timing.nodes[str(item["unique_id"])] = 0.0
@@ -144,25 +195,59 @@ def test_tiny_run_writes_results_with_equal_cache_keys(server: DatabaseSettings,
     env = env_for(server)
     env["DBT_TARGET_PATH"] = str(tmp_path / "target")
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--scale", "tiny", "--runs", "1", "--out", str(out),
-         "--workdir", str(tmp_path / "work"), "--lookups", "300"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--scale",
+            "tiny",
+            "--runs",
+            "1",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+            "--lookups",
+            "300",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     result = json.loads((out / "tiny.json").read_text())
     assert result["scale"] == "tiny" and result["runs"] == 1 and len(result["per_run"]) == 1
-    for name in ("trigger.references_s", "trigger.configurations_s", "trigger.total_s",
-                 "project.total_s", "project.cache_node_full_s", "project.cache_node_rebuild_s",
-                 "project.noop_node_s",
-                 "project.edit_one_node_s", "project.edit_1pct_node_s", "project.new_release_node_s",
-                 "loader.mb_per_s", "lookup.project_p50_ms", "lookup.project_p99_ms"):
+    for name in (
+        "trigger.references_s",
+        "trigger.configurations_s",
+        "trigger.total_s",
+        "project.total_s",
+        "project.cache_node_full_s",
+        "project.cache_node_rebuild_s",
+        "project.noop_node_s",
+        "project.edit_one_node_s",
+        "project.edit_1pct_node_s",
+        "project.new_release_node_s",
+        "loader.mb_per_s",
+        "lookup.project_p50_ms",
+        "lookup.project_p99_ms",
+    ):
         assert result["median"][name] >= 0, name
     # what other issues' requirements cost on their own: each was measured (the recomputation
     # test was found among the build's nodes), and the floor row adds them up
-    for name in ("project.gin_index_s", "project.parse_s", "project.recomputation_test_s",
-                 "project.noop_fingerprint_node_s", "project.edit_one_fingerprint_node_s",
-                 "project.build_before_cache_s", "project.build_after_cache_s"):
+    for name in (
+        "project.gin_index_s",
+        "project.parse_s",
+        "project.recomputation_test_s",
+        "project.noop_fingerprint_node_s",
+        "project.edit_one_fingerprint_node_s",
+        "project.build_before_cache_s",
+        "project.build_after_cache_s",
+    ):
         assert result["median"][name] > 0, name
     checks = result["checks"][0]
     assert checks["cache_rows"]["project"] > 0

@@ -7,51 +7,71 @@ from typing import Any
 
 import pytest
 
-from loaders.tes import classify, synthetic
+from loaders.tes import classify
 from loaders.tes.fetch import sort_valuesets
+from refinery import synthetic
 from tests.conftest import SHARED_SAMPLE
 
 
 def _vs(profiles: list[str] | None = None, context: str | None = None) -> dict[str, Any]:
-    resource: dict[str, Any] = {"resourceType": "ValueSet", "url": "http://x/ValueSet/a",
-                                "version": "1", "status": "active"}
+    resource: dict[str, Any] = {
+        "resourceType": "ValueSet",
+        "url": "http://x/ValueSet/a",
+        "version": "1",
+        "status": "active",
+    }
     if profiles is not None:
         resource["meta"] = {"profile": profiles}
     if context is not None:
-        resource["useContext"] = [{"code": {"system": "s", "code": "grouper-type"},
-                                   "valueCodeableConcept": {"coding": [{"code": context}]}}]
+        resource["useContext"] = [
+            {
+                "code": {"system": "s", "code": "grouper-type"},
+                "valueCodeableConcept": {"coding": [{"code": context}]},
+            }
+        ]
     return resource
 
 
-@pytest.mark.parametrize(("profiles", "context", "expected"), [
-    ([synthetic.TRIGGERING_PROFILE], None, None),
-    ([synthetic.RS_PROFILE, synthetic.TRIGGERING_PROFILE], None, None),
-    ([synthetic.RS_PROFILE, *synthetic.CRMI_PROFILES], None, "reporting_spec_grouper"),
-    ([synthetic.CONDITION_PROFILE], None, "condition_grouper"),
-    ([synthetic.CONDITION_PROFILE], "condition-grouper", "condition_grouper"),
-    (synthetic.CRMI_PROFILES, "additional-context-grouper", "additional_context_grouper"),
-    (None, None, "additional_context_grouper"),
-    (["http://example.org/other"], None, "additional_context_grouper"),
-])
+@pytest.mark.parametrize(
+    ("profiles", "context", "expected"),
+    [
+        ([synthetic.TRIGGERING_PROFILE], None, None),
+        ([synthetic.RS_PROFILE, synthetic.TRIGGERING_PROFILE], None, None),
+        ([synthetic.RS_PROFILE, *synthetic.CRMI_PROFILES], None, "reporting_spec_grouper"),
+        ([synthetic.CONDITION_PROFILE], None, "condition_grouper"),
+        ([synthetic.CONDITION_PROFILE], "condition-grouper", "condition_grouper"),
+        (synthetic.CRMI_PROFILES, "additional-context-grouper", "additional_context_grouper"),
+        (None, None, "additional_context_grouper"),
+        (["http://example.org/other"], None, "additional_context_grouper"),
+    ],
+)
 def test_rules(profiles: list[str] | None, context: str | None, expected: str | None) -> None:
     resource = _vs(profiles, context)
     assert classify.classify(resource) == expected
     assert classify.is_additional_context(resource) is (context == "additional-context-grouper")
 
 
-@pytest.mark.parametrize(("mutate", "fragment"), [
-    (lambda r: r.pop("version"), "missing version"),
-    (lambda r: r.pop("url"), "missing url"),
-    (lambda r: r.update(resourceType="CodeSystem"), "resourceType"),
-    (lambda r: r.pop("status"), "status"),
-    (lambda r: r.update(compose={"include": [{"concept": "x"}]}), "compose.include.0.concept"),
-    (lambda r: r.update(compose={"include": [{"concept": [{"code": " 1", "display": "d"}]}]}),
-     "compose.include.0.concept.0.code"),
-    (lambda r: r.update(compose={"include": [{"concept": [{"code": "1", "display": "d"},
-                                                          {"code": 2}]}]}),
-     "compose.include.0.concept.1.code"),
-    (lambda r: r.update(unknownField=1), "unknownField"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "fragment"),
+    [
+        (lambda r: r.pop("version"), "missing version"),
+        (lambda r: r.pop("url"), "missing url"),
+        (lambda r: r.update(resourceType="CodeSystem"), "resourceType"),
+        (lambda r: r.pop("status"), "status"),
+        (lambda r: r.update(compose={"include": [{"concept": "x"}]}), "compose.include.0.concept"),
+        (
+            lambda r: r.update(compose={"include": [{"concept": [{"code": " 1", "display": "d"}]}]}),
+            "compose.include.0.concept.0.code",
+        ),
+        (
+            lambda r: r.update(
+                compose={"include": [{"concept": [{"code": "1", "display": "d"}, {"code": 2}]}]}
+            ),
+            "compose.include.0.concept.1.code",
+        ),
+        (lambda r: r.update(unknownField=1), "unknownField"),
+    ],
+)
 def test_validation_reports_the_problem(mutate: Any, fragment: str) -> None:
     resource = _vs([synthetic.CONDITION_PROFILE])
     assert classify.validate(resource) is None
@@ -62,9 +82,17 @@ def test_validation_reports_the_problem(mutate: Any, fragment: str) -> None:
 
 def test_plain_concepts_are_valid_including_spaced_codes() -> None:
     resource = _vs([synthetic.RS_PROFILE])
-    resource["compose"] = {"include": [{"system": synthetic.OID_DISCHARGE, "concept": [
-        {"code": "21 ... 29", "display": "Expired to be defined at state level"},
-        {"code": "20", "display": "Expired (i.e. dead)", "designation": [{"value": "x"}]}]}]}
+    resource["compose"] = {
+        "include": [
+            {
+                "system": synthetic.OID_DISCHARGE,
+                "concept": [
+                    {"code": "21 ... 29", "display": "Expired to be defined at state level"},
+                    {"code": "20", "display": "Expired (i.e. dead)", "designation": [{"value": "x"}]},
+                ],
+            }
+        ]
+    }
     assert classify.validate(resource) is None
     assert classify.validate("not an object") is not None
 
@@ -76,8 +104,9 @@ def test_sort_ignores_triggering_and_separates_invalid() -> None:
     result = sort_valuesets([good, bad, trigger])
     assert result.ignored == 1
     assert result.groups == {("reporting_spec_grouper", "1"): [good]}
-    assert [(r.url, r.category) for r in result.invalid] == [("http://x/ValueSet/b",
-                                                               "reporting_spec_grouper")]
+    assert [(r.url, r.category) for r in result.invalid] == [
+        ("http://x/ValueSet/b", "reporting_spec_grouper")
+    ]
 
 
 def _sample(name: str) -> Any:

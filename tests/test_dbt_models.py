@@ -15,18 +15,20 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from loaders import dbt
-from loaders.connection import DatabaseSettings
 from loaders.land.configurations import load_configurations
 from loaders.land.ddl import ensure_raw_schema
 from loaders.land.tes import load_tes
-from loaders.tes.synthetic import SyntheticSpec, generate
+from refinery import dbt
+from refinery.connection import DatabaseSettings
+from refinery.synthetic import SyntheticSpec, generate
 from tests.cache_oracle import actual_cache, differences, expected_cache
 from tests.conftest import SHARED_SAMPLE, create_database, drop_database
 
-SERVING = ("+refinement_cache +configurations +tes_condition_groupers +tes_reporting_spec_groupers "
-           "+tes_additional_context_groupers +tes_condition_grouper_references "
-           "+tes_unresolved_references")
+SERVING = (
+    "+refinement_cache +configurations +tes_condition_groupers +tes_reporting_spec_groupers "
+    "+tes_additional_context_groupers +tes_condition_grouper_references "
+    "+tes_unresolved_references"
+)
 SPEC = SyntheticSpec(seed=11, jurisdictions=4, conditions=30, configurations_per_jurisdiction=25)
 
 
@@ -59,24 +61,37 @@ def test_first_build_matches_python_recomputation(built: DatabaseSettings) -> No
         expected = expected_cache(conn)
         actual = actual_cache(conn)
         counted = conn.execute("select count(*) from refiner.configurations where is_counted").fetchone()[0]
-        reasons = dict(conn.execute(
-            "select exclusion_reason, count(*) from refiner.configurations "
-            "where not is_counted group by 1").fetchall())
+        reasons = dict(
+            conn.execute(
+                "select exclusion_reason, count(*) from refiner.configurations "
+                "where not is_counted group by 1"
+            ).fetchall()
+        )
     assert len(expected) > 50
     assert differences(expected, actual) == []
     assert counted == len(actual)
     # the generator plants inactive, unknown-jurisdiction and missing-grouper configurations
-    assert set(reasons) <= {"inactive", "unknown_jurisdiction", "grouper_not_loaded",
-                            "grouper_has_no_parent", "superseded_by_newer_configuration"}
+    assert set(reasons) <= {
+        "inactive",
+        "unknown_jurisdiction",
+        "grouper_not_loaded",
+        "grouper_has_no_parent",
+        "superseded_by_newer_configuration",
+    }
 
 
 def test_rs_groupers_keep_every_code_system(built: DatabaseSettings) -> None:
     with psycopg.connect(built.conninfo()) as conn:
-        systems = {row[0] for row in conn.execute(
-            "select distinct jsonb_object_keys(codes_by_system) from refiner.tes_reporting_spec_groupers")}
+        systems = {
+            row[0]
+            for row in conn.execute(
+                "select distinct jsonb_object_keys(codes_by_system) from refiner.tes_reporting_spec_groupers"
+            )
+        }
         bad_snomed = conn.execute(
             "select count(*) from refiner.tes_reporting_spec_groupers "
-            "where snomed_code is distinct from coalesce(focus_snomed_code, url_snomed_code)").fetchone()[0]
+            "where snomed_code is distinct from coalesce(focus_snomed_code, url_snomed_code)"
+        ).fetchone()[0]
     assert {"snomed", "loinc", "icd10", "cvx", "cpt"} <= systems
     assert bad_snomed == 0
 
@@ -91,11 +106,18 @@ def test_mutations_then_incremental_build_equals_recomputation_and_full_refresh(
 ) -> None:
     before = _snapshot(built)
     with psycopg.connect(built.conninfo()) as conn:
-        ids = [row[0] for row in conn.execute(
-            "select id from refiner.configurations where is_counted order by id limit 4")]
+        ids = [
+            row[0]
+            for row in conn.execute(
+                "select id from refiner.configurations where is_counted order by id limit 4"
+            )
+        ]
         edited, deactivated, deleted, untouched = ids
-        conn.execute("update raw.configurations set loinc_codes = array['99999-9', '12345-6'], "
-                     "updated_at = updated_at + interval '1 day' where id = %s", (edited,))
+        conn.execute(
+            "update raw.configurations set loinc_codes = array['99999-9', '12345-6'], "
+            "updated_at = updated_at + interval '1 day' where id = %s",
+            (edited,),
+        )
         conn.execute("update raw.configurations set is_active = false where id = %s", (deactivated,))
         conn.execute("delete from raw.configurations where id = %s", (deleted,))
         # a re-published RS grouper: same url and version, other codes, a newer load
@@ -104,14 +126,20 @@ def test_mutations_then_incremental_build_equals_recomputation_and_full_refresh(
             "from refiner.configurations t join raw.tes_valuesets v "
             "on v.canonical_url = t.child_grouper_url and v.version = t.child_grouper_version "
             "where t.is_counted and t.id not in (%s, %s, %s, %s) order by t.id limit 1",
-            (edited, deactivated, deleted, untouched)).fetchone()
+            (edited, deactivated, deleted, untouched),
+        ).fetchone()
         resource["compose"]["include"].append(
-            {"system": "http://hl7.org/fhir/sid/cvx", "concept": [{"code": "REPUBLISHED-1"}]})
+            {"system": "http://hl7.org/fhir/sid/cvx", "concept": [{"code": "REPUBLISHED-1"}]}
+        )
         republish(conn, resource)
         conn.commit()
-        keys = {row[0]: (row[1], row[2]) for row in conn.execute(
-            "select id, snomed_code, jurisdiction_id from refiner.configurations where id = any(%s)",
-            (ids,))}
+        keys = {
+            row[0]: (row[1], row[2])
+            for row in conn.execute(
+                "select id, snomed_code, jurisdiction_id from refiner.configurations where id = any(%s)",
+                (ids,),
+            )
+        }
     build(built)
     after = _snapshot(built)
     with psycopg.connect(built.conninfo()) as conn:
@@ -120,11 +148,11 @@ def test_mutations_then_incremental_build_equals_recomputation_and_full_refresh(
     assert after[keys[untouched]]["updated_at"] == before[keys[untouched]]["updated_at"]
     assert after[keys[edited]]["updated_at"] > before[keys[edited]]["updated_at"]
     assert "99999-9" in after[keys[edited]]["codes_by_system"]["loinc"]
-    changed_by_republish = [k for k, row in after.items()
-                            if "REPUBLISHED-1" in row["aggregated_codes"]]
+    changed_by_republish = [k for k, row in after.items() if "REPUBLISHED-1" in row["aggregated_codes"]]
     assert changed_by_republish
-    unchanged = [k for k in before.keys() & after.keys()
-                 if before[k]["content_sha256"] == after[k]["content_sha256"]]
+    unchanged = [
+        k for k in before.keys() & after.keys() if before[k]["content_sha256"] == after[k]["content_sha256"]
+    ]
     assert unchanged and all(before[k]["updated_at"] == after[k]["updated_at"] for k in unchanged)
 
     # a no-op build rewrites nothing
@@ -134,8 +162,11 @@ def test_mutations_then_incremental_build_equals_recomputation_and_full_refresh(
     # full refresh gives the same rows (updated_at aside)
     build(built, "--full-refresh", command="run")
     refreshed = _snapshot(built)
-    strip = lambda table: {k: {c: v for c, v in row.items() if c != "updated_at"}  # noqa: E731
-                           for k, row in table.items()}
+    def strip(table):
+        return {
+            k: {c: v for c, v in row.items() if c != "updated_at"}
+            for k, row in table.items()
+        }
     assert strip(refreshed) == strip(after)
     assert url and version
 
@@ -145,14 +176,23 @@ def republish(conn: psycopg.Connection, resource: dict) -> None:
     import hashlib
 
     text = json.dumps(resource, sort_keys=True)
-    load_id = conn.execute("insert into raw.loads (kind, status, finished_at) "
-                           "values ('tes', 'succeeded', now()) returning load_id").fetchone()[0]
+    load_id = conn.execute(
+        "insert into raw.loads (kind, status, finished_at) "
+        "values ('tes', 'succeeded', now()) returning load_id"
+    ).fetchone()[0]
     conn.execute(
         "insert into raw.tes_valuesets (canonical_url, version, resource, resource_sha256, "
         "source_file, load_id, last_seen_load_id, loaded_at) "
         "values (%s, %s, %s::jsonb, %s, 'test', %s, %s, now())",
-        (resource["url"], resource["version"], text, hashlib.sha256(text.encode()).hexdigest(),
-         load_id, load_id))
+        (
+            resource["url"],
+            resource["version"],
+            text,
+            hashlib.sha256(text.encode()).hexdigest(),
+            load_id,
+            load_id,
+        ),
+    )
 
 
 @pytest.mark.skipif(not (SHARED_SAMPLE / "rs-groupers-covid.json").exists(), reason="no shared TES sample")
@@ -164,12 +204,17 @@ def test_real_sample_rs_groupers(server: DatabaseSettings, tmp_path: Path) -> No
         with psycopg.connect(settings.conninfo(), autocommit=True) as conn:
             ensure_raw_schema(conn)
         load_tes([SHARED_SAMPLE / "rs-groupers-covid.json"], settings)
-        outcome = dbt.run(["build", "--select", "+tes_reporting_spec_groupers",
-                            "--indirect-selection", "cautious"], settings)
+        outcome = dbt.run(
+            ["build", "--select", "+tes_reporting_spec_groupers", "--indirect-selection", "cautious"],
+            settings,
+        )
         assert outcome.exit_code == 0
         with psycopg.connect(settings.conninfo()) as conn:
-            rows = dict(conn.execute(
-                "select snomed_code, codes_by_system from refiner.tes_reporting_spec_groupers").fetchall())
+            rows = dict(
+                conn.execute(
+                    "select snomed_code, codes_by_system from refiner.tes_reporting_spec_groupers"
+                ).fetchall()
+            )
         assert set(rows) == {"840539006", "186747009"}
         covid = rows["840539006"]
         assert {"snomed", "loinc", "icd10", "cpt"} <= set(covid)
@@ -184,8 +229,8 @@ CORRUPTIONS = {
     "reordered codes": "aggregated_codes = aggregated_codes[2:] || aggregated_codes[1:1]",
     "repeated code": "aggregated_codes = aggregated_codes || aggregated_codes[1:1]",
     "swapped system code": "codes_by_system = jsonb_set(codes_by_system, "
-                           "array[(select min(k) from jsonb_object_keys(codes_by_system) as k), '0'], "
-                           "'\"not-a-real-code\"')",
+    "array[(select min(k) from jsonb_object_keys(codes_by_system) as k), '0'], "
+    "'\"not-a-real-code\"')",
     "stale content hash": "content_sha256 = repeat('0', 64)",
 }
 
@@ -197,9 +242,13 @@ def test_recomputation_test_catches_corrupted_rows(built: DatabaseSettings, corr
     with psycopg.connect(built.conninfo(), autocommit=True) as conn:
         key = conn.execute(
             "select snomed_code, jurisdiction_id from refiner.refinement_cache "
-            "where cardinality(aggregated_codes) > 2 order by 1, 2 limit 1").fetchone()
-        conn.execute(f"update refiner.refinement_cache set {CORRUPTIONS[corruption]} "
-                     "where snomed_code = %s and jurisdiction_id = %s", key)
+            "where cardinality(aggregated_codes) > 2 order by 1, 2 limit 1"
+        ).fetchone()
+        conn.execute(
+            f"update refiner.refinement_cache set {CORRUPTIONS[corruption]} "
+            "where snomed_code = %s and jurisdiction_id = %s",
+            key,
+        )
     try:
         dbt.run(["test", "--select", "assert_refinement_cache_matches_recomputation"], built)
         results = [r for r in dbt.run_results()["results"] if r["unique_id"].startswith("test.")]
@@ -221,8 +270,10 @@ def test_cache_schema_drift_stops_the_build_with_the_command_to_run(built: Datab
         assert "left_over" in result["message"]
         assert "refinery build --full-refresh --select refinement_cache" in result["message"]
         with psycopg.connect(built.conninfo()) as conn:
-            assert conn.execute(
-                "select count(*), max(updated_at) from refiner.refinement_cache").fetchone() == before
+            assert (
+                conn.execute("select count(*), max(updated_at) from refiner.refinement_cache").fetchone()
+                == before
+            )
     finally:
         build(built, "--full-refresh")
     with psycopg.connect(built.conninfo()) as conn:
@@ -253,8 +304,11 @@ def _fingerprints(settings: DatabaseSettings) -> dict[str, str]:
 
 
 def _cache_node_status(results: dict) -> str:
-    return next(r["adapter_response"]["_message"] for r in results["results"]
-                if r["unique_id"].endswith(".refinement_cache"))
+    return next(
+        r["adapter_response"]["_message"]
+        for r in results["results"]
+        if r["unique_id"].endswith(".refinement_cache")
+    )
 
 
 def _edit_configuration_in(settings: DatabaseSettings, jurisdiction: str, avoid: tuple[str, str]) -> None:
@@ -263,9 +317,13 @@ def _edit_configuration_in(settings: DatabaseSettings, jurisdiction: str, avoid:
         edited = conn.execute(
             "select id from refiner.configurations where is_counted and jurisdiction_id = %s "
             "and (snomed_code, jurisdiction_id) <> (%s, %s) order by id limit 1",
-            (jurisdiction, *avoid)).fetchone()[0]
-        conn.execute("update raw.configurations set loinc_codes = loinc_codes || array['55555-5'], "
-                     "updated_at = updated_at + interval '1 day' where id = %s", (edited,))
+            (jurisdiction, *avoid),
+        ).fetchone()[0]
+        conn.execute(
+            "update raw.configurations set loinc_codes = loinc_codes || array['55555-5'], "
+            "updated_at = updated_at + interval '1 day' where id = %s",
+            (edited,),
+        )
 
 
 def test_the_cache_diffs_only_jurisdictions_whose_inputs_changed(built: DatabaseSettings) -> None:
@@ -280,18 +338,30 @@ def test_the_cache_diffs_only_jurisdictions_whose_inputs_changed(built: Database
     recorded = _synced(built)
     assert {key: fingerprint for key, (fingerprint, _) in recorded.items()} == _fingerprints(built)
     with psycopg.connect(built.conninfo(), autocommit=True) as conn:
-        per_jurisdiction = dict(conn.execute(
-            "select jurisdiction_id, count(*) from refiner.refinement_cache group by 1").fetchall())
-        assert {key: int(fingerprint.split(":")[0]) for key, (fingerprint, _) in recorded.items()} \
-            == per_jurisdiction
-        victim = conn.execute("select snomed_code, jurisdiction_id from refiner.refinement_cache "
-                              "order by 1, 2 limit 1").fetchone()
-        other = conn.execute("select min(jurisdiction_id) from refiner.refinement_cache "
-                             "where jurisdiction_id <> %s", (victim[1],)).fetchone()[0]
-        others_active = [row[0] for row in conn.execute(
-            "select id from raw.configurations where jurisdiction_id = %s and is_active", (other,))]
-        conn.execute("delete from refiner.refinement_cache where snomed_code = %s "
-                     "and jurisdiction_id = %s", victim)
+        per_jurisdiction = dict(
+            conn.execute(
+                "select jurisdiction_id, count(*) from refiner.refinement_cache group by 1"
+            ).fetchall()
+        )
+        assert {
+            key: int(fingerprint.split(":")[0]) for key, (fingerprint, _) in recorded.items()
+        } == per_jurisdiction
+        victim = conn.execute(
+            "select snomed_code, jurisdiction_id from refiner.refinement_cache order by 1, 2 limit 1"
+        ).fetchone()
+        other = conn.execute(
+            "select min(jurisdiction_id) from refiner.refinement_cache where jurisdiction_id <> %s",
+            (victim[1],),
+        ).fetchone()[0]
+        others_active = [
+            row[0]
+            for row in conn.execute(
+                "select id from raw.configurations where jurisdiction_id = %s and is_active", (other,)
+            )
+        ]
+        conn.execute(
+            "delete from refiner.refinement_cache where snomed_code = %s and jurisdiction_id = %s", victim
+        )
     try:
         # nothing changed: the gate stays shut, the model's SQL does not run
         assert _cache_node_status(build(built, command="run")) == "INSERT 0 0"
@@ -324,8 +394,9 @@ def test_the_cache_diffs_only_jurisdictions_whose_inputs_changed(built: Database
         with psycopg.connect(built.conninfo(), autocommit=True) as conn:
             conn.execute(f"drop table {SYNCED}")
             conn.execute(f"create table {LEGACY_SYNCED} (inputs_fingerprint text, synced_at timestamptz)")
-            conn.execute("update raw.configurations set is_active = false where id = any(%s)",
-                         (others_active,))
+            conn.execute(
+                "update raw.configurations set is_active = false where id = any(%s)", (others_active,)
+            )
         assert _cache_node_status(build(built, command="run")) == "INSERT 0 0"
         with psycopg.connect(built.conninfo()) as conn:
             assert conn.execute("select to_regclass(%s)", (LEGACY_SYNCED,)).fetchone() == (None,)
@@ -341,13 +412,16 @@ def test_the_cache_diffs_only_jurisdictions_whose_inputs_changed(built: Database
         assert _synced_fingerprints(built) == current
     finally:
         with psycopg.connect(built.conninfo(), autocommit=True) as conn:
-            conn.execute("update raw.configurations set is_active = true where id = any(%s)",
-                         (others_active,))
+            conn.execute(
+                "update raw.configurations set is_active = true where id = any(%s)", (others_active,)
+            )
         build(built, "--full-refresh")
 
 
 def _use_project_with_cache_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Callable[[str], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    edit: Callable[[str], str],
 ) -> None:
     """Point `refinery` at a copy of the project whose refinement_cache.sql is edit(its text)."""
     from bench.project import snapshot_project
@@ -364,18 +438,25 @@ def _use_project_with_cache_model(
 
 MISCONFIGURATIONS = {
     "delete_if_null names a key": (
-        "delete_if_null='source_sha256'", "delete_if_null='snomed_code'",
-        "delete_if_null of {relation} must name one of its non-key columns, not snomed_code"),
+        "delete_if_null='source_sha256'",
+        "delete_if_null='snomed_code'",
+        "delete_if_null of {relation} must name one of its non-key columns, not snomed_code",
+    ),
     "inputs_fingerprint without partition_by": (
-        "'partition_by': 'jurisdiction_id',", "",
+        "'partition_by': 'jurisdiction_id',",
+        "",
         "inputs_fingerprint of {relation} needs `ref` (a model with one row per partition), "
-        "`partition_by` and `column` (its fingerprint)"),
+        "`partition_by` and `column` (its fingerprint)",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(MISCONFIGURATIONS))
 def test_materialization_misconfiguration_is_a_clear_compile_error(
-    built: DatabaseSettings, case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    built: DatabaseSettings,
+    case: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A wrong incremental_upsert option stops the node with a message naming the option and the
     model, before anything is written."""
@@ -389,15 +470,20 @@ def test_materialization_misconfiguration_is_a_clear_compile_error(
     assert outcome.exit_code != 0 and result["status"] == "error"
     assert message.format(relation=relation) in result["message"]
     with psycopg.connect(built.conninfo()) as conn:
-        assert conn.execute(
-            "select count(*), max(updated_at) from refiner.refinement_cache").fetchone() == before
+        assert (
+            conn.execute("select count(*), max(updated_at) from refiner.refinement_cache").fetchone()
+            == before
+        )
 
 
 def test_without_inputs_fingerprint_the_side_table_is_dropped(
-    built: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    built: DatabaseSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Turning the option off drops refinement_cache__synced_partitions, so that fingerprints
     that stopped being kept can never shut the gate when the option is turned on again."""
+
     def without_inputs_fingerprint(text: str) -> str:
         start = text.index("    inputs_fingerprint={")
         end = text.index("},\n", start) + len("},\n")

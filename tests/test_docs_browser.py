@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from loaders import cli, dbt
-from loaders.connection import DatabaseSettings
+from refinery import cli, dbt
+from refinery.connection import DatabaseSettings
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOT_DIR = REPO / "target" / "docs-screenshots"
@@ -79,9 +79,7 @@ def chromium() -> str:
 
 
 @pytest.fixture
-def docs_page(
-    fresh_database: DatabaseSettings, use_database, capsys: pytest.CaptureFixture[str]
-) -> Path:
+def docs_page(fresh_database: DatabaseSettings, use_database, capsys: pytest.CaptureFixture[str]) -> Path:
     """`refinery docs` against an empty database: the page renders from the manifest alone."""
     use_database(fresh_database)
     assert cli.main(["docs"]) == 0
@@ -91,9 +89,7 @@ def docs_page(
     return page
 
 
-def test_refinement_cache_page_renders(
-    chromium: str, docs_page: Path, tmp_path: Path
-) -> None:
+def test_refinement_cache_page_renders(chromium: str, docs_page: Path, tmp_path: Path) -> None:
     manifest = json.loads((docs_page.parent / "manifest.json").read_text())
     node = manifest["nodes"][MODEL_ID]
     description = _normalise(node["description"])

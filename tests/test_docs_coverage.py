@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from loaders import cli, dbt
-from loaders.connection import DatabaseSettings
+from refinery import cli, dbt
+from refinery.connection import DatabaseSettings
 from tests.conftest import create_database, drop_database
 
 pytestmark = pytest.mark.slow
@@ -73,8 +73,7 @@ def test_every_real_column_is_described(
             ]
             assert columns, f"{node['schema']}.{relation} was not built"
             documented = {
-                name.lower(): column.get("description", "")
-                for name, column in node["columns"].items()
+                name.lower(): column.get("description", "") for name, column in node["columns"].items()
             }
             for column in columns:
                 checked += 1

@@ -31,7 +31,7 @@ def test_embedded_server_lifecycle(embedded_env: dict[str, str]) -> None:
     port = embedded_env["REFINERY_EMBEDDED_PORT"]
 
     stopped = run_cli(["db", "status"], embedded_env)
-    assert stopped.returncode == 3 and "not running" in stopped.stdout
+    assert stopped.returncode == 2 and "not running" in stopped.stdout
 
     started = run_cli(["db", "up"], embedded_env)
     assert started.returncode == 0, started.stderr
@@ -55,7 +55,7 @@ def test_embedded_server_lifecycle(embedded_env: dict[str, str]) -> None:
     assert f"export PGPORT={port}" in env_lines and "export PGDATABASE=refinery" in env_lines
 
     assert run_cli(["db", "down"], embedded_env).returncode == 0
-    assert run_cli(["db", "status"], embedded_env).returncode == 3
+    assert run_cli(["db", "status"], embedded_env).returncode == 2
 
     # started on demand by the next command, data kept
     assert run_cli(["db", "url"], embedded_env).returncode == 0

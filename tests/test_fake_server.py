@@ -13,23 +13,34 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from loaders.tes.fake_server import FakeTES, Fault, read_valuesets
+from refinery.testing.fake_tes import FakeTES, Fault, read_valuesets
 from tests.conftest import free_port
 
 KEY = "k-123"
 
 
 def _valuesets(count: int) -> list[dict[str, Any]]:
-    return [{"resourceType": "ValueSet", "id": str(n), "url": f"http://x/ValueSet/{n}",
-             "version": "1", "status": "active" if n % 10 else "retired"} for n in range(count)]
+    return [
+        {
+            "resourceType": "ValueSet",
+            "id": str(n),
+            "url": f"http://x/ValueSet/{n}",
+            "version": "1",
+            "status": "active" if n % 10 else "retired",
+        }
+        for n in range(count)
+    ]
 
 
 def _get(url: str, key: str | None = KEY) -> tuple[int, dict[str, str], bytes]:
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
     try:
-        conn.request("GET", f"{parts.path}?{parts.query}" if parts.query else parts.path,
-                     headers={"X-API-KEY": key} if key else {})
+        conn.request(
+            "GET",
+            f"{parts.path}?{parts.query}" if parts.query else parts.path,
+            headers={"X-API-KEY": key} if key else {},
+        )
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
@@ -53,7 +64,7 @@ def test_pages_capped_with_opaque_next_links() -> None:
                 assert "_getpagesoffset" not in nxt[0] and "_page=" in nxt[0]
             url = nxt[0] if nxt else None
     assert max(sizes) == 20
-    assert ids == [str(n) for n in range(95) if n % 10]   # status=active only, each once
+    assert ids == [str(n) for n in range(95) if n % 10]  # status=active only, each once
 
 
 def test_api_key_is_checked() -> None:
@@ -65,9 +76,17 @@ def test_api_key_is_checked() -> None:
 
 
 def test_faults_by_request_number() -> None:
-    faults = {1: Fault.status(429, retry_after=7), 2: Fault.status(503), 3: Fault.drop(),
-              4: Fault.truncate(), 5: Fault.invalid_json(), 6: Fault.loop(), 7: Fault.empty(),
-              8: Fault.expired(), 10: Fault.slow(0.3)}
+    faults = {
+        1: Fault.status(429, retry_after=7),
+        2: Fault.status(503),
+        3: Fault.drop(),
+        4: Fault.truncate(),
+        5: Fault.invalid_json(),
+        6: Fault.loop(),
+        7: Fault.empty(),
+        8: Fault.expired(),
+        10: Fault.slow(0.3),
+    }
     with FakeTES(_valuesets(30), page_cap=5, api_key=KEY, faults=faults) as tes:
         search = f"{tes.base_url}/ValueSet?status=active&_count=5"
         status, headers, _ = _get(search)
@@ -82,11 +101,11 @@ def test_faults_by_request_number() -> None:
             json.loads(body)
         bundle = json.loads(_get(search)[2])
         nxt = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
-        assert nxt == [search]                                  # loop: next is this page
+        assert nxt == [search]  # loop: next is this page
         bundle = json.loads(_get(search)[2])
         assert bundle["entry"] == [] and any(link["relation"] == "next" for link in bundle["link"])
         good_next = next(link["url"] for link in bundle["link"] if link["relation"] == "next")
-        assert _get(search)[0] == 410                            # expired: tokens forgotten
+        assert _get(search)[0] == 410  # expired: tokens forgotten
         assert _get(good_next)[0] == 410
         started = time.monotonic()
         assert _get(search)[0] == 200
@@ -107,8 +126,9 @@ def test_read_valuesets_accepts_fetch_files_lists_and_bundles(tmp_path: Path) ->
     items = _valuesets(4)
     (tmp_path / "a.json").write_text(json.dumps({"metadata": {}, "valuesets": items[:2]}))
     (tmp_path / "b.json").write_text(json.dumps([items[2]]))
-    (tmp_path / "c.json").write_text(json.dumps({"resourceType": "Bundle",
-                                                 "entry": [{"resource": items[3]}]}))
+    (tmp_path / "c.json").write_text(
+        json.dumps({"resourceType": "Bundle", "entry": [{"resource": items[3]}]})
+    )
     (tmp_path / "manifest.json").write_text("{}")
     assert read_valuesets(tmp_path) == items
 
@@ -117,8 +137,20 @@ def test_command_line_serves_a_folder(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text(json.dumps(_valuesets(12)))
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "loaders.tes.fake_server", "--data", str(tmp_path),
-         "--port", str(port), "--api-key", KEY], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "refinery.testing.fake_tes",
+            "--data",
+            str(tmp_path),
+            "--port",
+            str(port),
+            "--api-key",
+            KEY,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         banner = process.stdout.readline()

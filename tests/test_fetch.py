@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 
-from loaders import cli
-from loaders.tes import classify, synthetic
-from loaders.tes.fake_server import FakeTES, Fault
+from loaders.tes import classify
+from refinery import cli, synthetic
+from refinery.testing.fake_tes import FakeTES, Fault
 
 KEY = "tes-key-7f3a9c-never-show-me"
-SPEC = synthetic.SyntheticSpec(seed=3, conditions=40, jurisdictions=1,
-                               configurations_per_jurisdiction=5)
+SPEC = synthetic.SyntheticSpec(seed=3, conditions=40, jurisdictions=1, configurations_per_jurisdiction=5)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +38,9 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def _expected(valuesets: list[dict[str, Any]]) -> collections.Counter[tuple[str, str, str]]:
-    return collections.Counter((r["url"], r["version"], r["id"]) for r in valuesets
-                               if classify.classify(r) is not None)
+    return collections.Counter(
+        (r["url"], r["version"], r["id"]) for r in valuesets if classify.classify(r) is not None
+    )
 
 
 def _written(out: Path) -> collections.Counter[tuple[str, str, str]]:
@@ -54,16 +54,20 @@ def _written(out: Path) -> collections.Counter[tuple[str, str, str]]:
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _fetch(base_url: str, out: Path, *extra: str) -> int:
     return cli.main(["fetch", "--out", str(out), "--base-url", base_url, *extra])
 
 
-def test_faults_every_valueset_exactly_once(valuesets: list[dict[str, Any]], tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_faults_every_valueset_exactly_once(
+    valuesets: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     faults = {2: Fault.status(429, retry_after=1), 4: Fault.status(503), 6: Fault.drop()}
     out = tmp_path / "tes"
     with FakeTES(valuesets, page_cap=50, api_key=KEY, faults=faults) as tes:
@@ -78,21 +82,21 @@ def test_faults_every_valueset_exactly_once(valuesets: list[dict[str, Any]], tmp
     assert requests[0].query["_count"] == ["250"] and requests[0].path.endswith("/ValueSet")
     assert all("_page" in request.query for request in requests[1:])
     expected = _expected(valuesets)
-    assert len(expected) > 150   # several pages at 50 per page
+    assert len(expected) > 150  # several pages at 50 per page
     written = _written(out)
     assert written == expected
     assert set(written.values()) == {1}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["totals"]["record_count"] == len(expected)
-    assert manifest["totals"]["ignored_count"] == sum(classify.classify(r) is None
-                                                      for r in valuesets) > 0
+    assert manifest["totals"]["ignored_count"] == sum(classify.classify(r) is None for r in valuesets) > 0
     printed = capsys.readouterr()
     assert f"fetched {len(valuesets)} ValueSets" in printed.out
-    assert '"event": "retry"' in printed.err      # structured log lines (not a TTY)
+    assert '"event": "retry"' in printed.err  # structured log lines (not a TTY)
 
 
-def test_second_run_changes_nothing(valuesets: list[dict[str, Any]], tmp_path: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_second_run_changes_nothing(
+    valuesets: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "tes"
     with FakeTES(valuesets, page_cap=50, api_key=KEY) as tes:
         assert _fetch(tes.base_url, out) == 0
@@ -107,16 +111,19 @@ def test_second_run_changes_nothing(valuesets: list[dict[str, Any]], tmp_path: P
 
 
 def test_changes_are_detected_and_unchanged_files_keep_their_mtime(
-        valuesets: list[dict[str, Any]], tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    valuesets: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "tes"
     with FakeTES(valuesets, page_cap=50, api_key=KEY) as tes:
         assert _fetch(tes.base_url, out) == 0
     before = _snapshot(out)
     (out / "notes.txt").write_text("operator notes")
     acg = {r["version"] for r in valuesets if classify.classify(r) == "additional_context_grouper"}
-    dropped = [r for r in valuesets if classify.classify(r) != "additional_context_grouper"
-               or r["version"] != min(acg)]
+    dropped = [
+        r
+        for r in valuesets
+        if classify.classify(r) != "additional_context_grouper" or r["version"] != min(acg)
+    ]
     changed = [dict(r) for r in dropped]
     target = next(i for i, r in enumerate(changed) if r["version"] == "1.0.0")
     changed[target] = {**changed[target], "title": changed[target]["title"] + " (revised)"}
@@ -133,23 +140,32 @@ def test_changes_are_detected_and_unchanged_files_keep_their_mtime(
     assert untouched and all(after[name] == before[name] for name in untouched)
     assert after["condition_grouper_1.0.0.json"] != before["condition_grouper_1.0.0.json"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["files"]) == {name for name in after
-                                      if name not in ("manifest.json", "notes.txt")}
+    assert set(manifest["files"]) == {name for name in after if name not in ("manifest.json", "notes.txt")}
 
 
-@pytest.mark.parametrize("fault", [Fault.status(503), Fault.drop(), Fault.status(500),
-                                   Fault.loop(), Fault.expired(), Fault.invalid_json(),
-                                   Fault.truncate(), Fault.empty()],
-                         ids=lambda f: f.kind + str(f.status_code))
-def test_failing_server_leaves_files_untouched(valuesets: list[dict[str, Any]], tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str],
-                                               fault: Fault) -> None:
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.status(503),
+        Fault.drop(),
+        Fault.status(500),
+        Fault.loop(),
+        Fault.expired(),
+        Fault.invalid_json(),
+        Fault.truncate(),
+        Fault.empty(),
+    ],
+    ids=lambda f: f.kind + str(f.status_code),
+)
+def test_failing_server_leaves_files_untouched(
+    valuesets: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str], fault: Fault
+) -> None:
     out = tmp_path / "tes"
     with FakeTES(valuesets, page_cap=50, api_key=KEY) as tes:
         assert _fetch(tes.base_url, out) == 0
         before = _snapshot(out)
         capsys.readouterr()
-        tes.set_faults(always=fault)   # the server now fails for good
+        tes.set_faults(always=fault)  # the server now fails for good
         code = _fetch(tes.base_url, out)
     printed = capsys.readouterr()
     assert code == 5
@@ -159,33 +175,37 @@ def test_failing_server_leaves_files_untouched(valuesets: list[dict[str, Any]], 
     assert not list(tmp_path.glob(".tes.*"))
 
 
-def test_failing_mid_fetch_on_first_run_creates_nothing(valuesets: list[dict[str, Any]],
-                                                        tmp_path: Path) -> None:
+def test_failing_mid_fetch_on_first_run_creates_nothing(
+    valuesets: list[dict[str, Any]], tmp_path: Path
+) -> None:
     out = tmp_path / "tes"
-    with FakeTES(valuesets, page_cap=50, api_key=KEY,
-                 faults=lambda number, path: Fault.status(502) if number >= 3 else None) as tes:
+    with FakeTES(
+        valuesets,
+        page_cap=50,
+        api_key=KEY,
+        faults=lambda number, path: Fault.status(502) if number >= 3 else None,
+    ) as tes:
         assert _fetch(tes.base_url, out) == 5
-        assert len(tes.requests) == 2 + 4   # two pages, then one request and three retries
+        assert len(tes.requests) == 2 + 4  # two pages, then one request and three retries
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-def test_recoverable_body_faults_and_expiry(valuesets: list[dict[str, Any]], tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recoverable_body_faults_and_expiry(
+    valuesets: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TES_READ_TIMEOUT", "0.5")
-    faults = {2: Fault.truncate(), 3: Fault.invalid_json(), 5: Fault.expired(),
-              7: Fault.slow(1.5)}
+    faults = {2: Fault.truncate(), 3: Fault.invalid_json(), 5: Fault.expired(), 7: Fault.slow(1.5)}
     out = tmp_path / "tes"
-    with FakeTES(valuesets, page_cap=40, api_key=KEY, faults=faults,
-                 relative_links=True) as tes:
+    with FakeTES(valuesets, page_cap=40, api_key=KEY, faults=faults, relative_links=True) as tes:
         assert _fetch(tes.base_url, out) == 0
         first_pages = [r for r in tes.requests if r.path.endswith("/ValueSet")]
-    assert len(first_pages) == 2   # the 410 restarted the search once
+    assert len(first_pages) == 2  # the 410 restarted the search once
     assert _written(out) == _expected(valuesets)
 
 
-def test_page_size_smaller_than_asked_and_dry_run(valuesets: list[dict[str, Any]],
-                                                  tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_page_size_smaller_than_asked_and_dry_run(
+    valuesets: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "tes"
     with FakeTES(valuesets, page_cap=17, api_key=KEY) as tes:
         assert _fetch(tes.base_url, out, "--dry-run", "--page-size", "500") == 0
@@ -195,8 +215,7 @@ def test_page_size_smaller_than_asked_and_dry_run(valuesets: list[dict[str, Any]
     assert not out.exists()
 
 
-def test_invalid_valuesets_are_counted_not_written(valuesets: list[dict[str, Any]],
-                                                   tmp_path: Path) -> None:
+def test_invalid_valuesets_are_counted_not_written(valuesets: list[dict[str, Any]], tmp_path: Path) -> None:
     broken = [dict(r) for r in valuesets]
     rs = [i for i, r in enumerate(broken) if classify.classify(r) == "reporting_spec_grouper"]
     bad_url = broken[rs[0]]["url"]
@@ -211,14 +230,15 @@ def test_invalid_valuesets_are_counted_not_written(valuesets: list[dict[str, Any
     assert sum(entry["error_count"] for entry in manifest["files"].values()) == 1
     written = _written(out)
     assert sum(written.values()) == len(_expected(valuesets)) - 2
-    assert not any(url == bad_url and version == broken[rs[0]]["version"]
-                   for url, version, _ in written)
+    assert not any(url == bad_url and version == broken[rs[0]]["version"] for url, version, _ in written)
 
 
-def test_key_never_appears_in_output_logs_or_files(valuesets: list[dict[str, Any]],
-                                                   tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str],
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_key_never_appears_in_output_logs_or_files(
+    valuesets: list[dict[str, Any]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG)
     out = tmp_path / "tes"
     faults = {2: Fault.status(429, retry_after=0), 3: Fault.drop(), 5: Fault.truncate()}
@@ -228,7 +248,7 @@ def test_key_never_appears_in_output_logs_or_files(valuesets: list[dict[str, Any
         tes.set_faults(always=Fault.status(503))
         assert _fetch(tes.base_url, out) == 5
     with FakeTES(valuesets, page_cap=50, api_key="another-key") as tes:
-        assert _fetch(tes.base_url, out) == 5          # 403: wrong key
+        assert _fetch(tes.base_url, out) == 5  # 403: wrong key
     printed = capsys.readouterr()
     assert "refused the API key" in printed.err
     assert printed.out and printed.err
@@ -239,16 +259,18 @@ def test_key_never_appears_in_output_logs_or_files(valuesets: list[dict[str, Any
             assert KEY.encode() not in path.read_bytes(), path
 
 
-def test_missing_key_is_a_configuration_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_key_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("TES_API_KEY")
     assert _fetch("http://127.0.0.1:9/api/fhir", tmp_path / "tes") == 2
     assert "TES_API_KEY is not set" in capsys.readouterr().err
     assert not (tmp_path / "tes").exists()
 
 
-def test_cross_origin_next_link_is_refused(valuesets: list[dict[str, Any]], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_cross_origin_next_link_is_refused(
+    valuesets: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with FakeTES(valuesets, page_cap=50, api_key=KEY) as tes:
         other = tes.base_url.replace("127.0.0.1", "localhost")
         # ask the server under another name: its next links point at 127.0.0.1
@@ -257,9 +279,9 @@ def test_cross_origin_next_link_is_refused(valuesets: list[dict[str, Any]], tmp_
     assert "another origin" in capsys.readouterr().err
 
 
-def test_an_empty_answer_does_not_wipe_a_previous_fetch(valuesets: list[dict[str, Any]],
-                                                        tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_empty_answer_does_not_wipe_a_previous_fetch(
+    valuesets: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "tes"
     with FakeTES(valuesets, page_cap=100, api_key=KEY) as tes:
         assert _fetch(tes.base_url, out) == 0

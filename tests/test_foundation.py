@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loaders import connection
-from loaders.connection import DatabaseSettings
 from loaders.errors import ConfigurationError
+from refinery import connection
+from refinery.connection import DatabaseSettings
 
 from .conftest import REPO, free_port
 
-CLI = [sys.executable, "-m", "loaders.cli"]
+CLI = [sys.executable, "-m", "refinery.cli"]
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -51,7 +51,8 @@ def assert_one_clear_line(result: subprocess.CompletedProcess[str], code: int, *
 
 
 def test_layout_is_the_fixed_one() -> None:
-    for name in ("models", "macros", "seeds", "snapshots", "loaders", "tests", "tests/dbt", ".ci"):
+    folders = ("models", "macros", "seeds", "snapshots", "loaders", "refinery", "tests", "tests/dbt", ".ci")
+    for name in folders:
         assert (REPO / name).is_dir(), name
     for name in (
         "dbt_project.yml",
@@ -91,7 +92,7 @@ def test_profile_example_has_three_targets_reading_the_environment() -> None:
 def test_profile_threads_follow_refinery_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every target reads its threads from REFINERY_THREADS, which `refinery` sets to one per
     usable CPU unless it is set; a bad value is a clear error, not dbt's traceback."""
-    from loaders import dbt
+    from refinery import dbt
 
     profile = yaml.safe_load((REPO / "profiles.yml.example").read_text())["refinery"]
     for name, output in profile["outputs"].items():
@@ -110,7 +111,7 @@ def test_refinery_hands_its_threads_to_dbt(monkeypatch: pytest.MonkeyPatch) -> N
     """The value is in the environment while dbt runs (the profile reads it), and only then."""
     import dbt.cli.main
 
-    from loaders import dbt as refinery_dbt
+    from refinery import dbt as refinery_dbt
 
     seen: list[str | None] = []
 
@@ -179,7 +180,7 @@ def test_database_url_wins_over_pg_variables() -> None:
 def test_pg_variables_with_defaults() -> None:
     settings = connection.configured({"PGHOST": "h", "PGUSER": "me"})
     assert settings == DatabaseSettings("h", 5432, "me", None, "refinery", "PG variables")
-    assert settings.dbt_env()["PGPORT"] == "5432"
+    assert connection.dbt_env(settings)["PGPORT"] == "5432"
 
 
 def test_nothing_configured_means_embedded() -> None:
@@ -297,3 +298,45 @@ def test_bad_usage_exits_2_without_traceback() -> None:
     result = run_cli(["load", "nothing"], bare_env())
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_loaders_hold_only_loaders_and_the_application_lives_in_refinery() -> None:
+    """`loaders/` fetches, classifies and lands; the CLI, settings, server and dbt runner are `refinery`'s."""
+    import ast
+
+    import refinery
+    from refinery import cli
+
+    assert refinery.__version__ and callable(cli.main)
+    modules = sorted(str(path.relative_to(REPO)) for path in (REPO / "loaders").rglob("*.py"))
+    assert modules == [
+        "loaders/__init__.py",
+        "loaders/db.py",
+        "loaders/errors.py",
+        "loaders/land/__init__.py",
+        "loaders/land/configurations.py",
+        "loaders/land/ddl.py",
+        "loaders/land/loads.py",
+        "loaders/land/lock.py",
+        "loaders/land/reader.py",
+        "loaders/land/tes.py",
+        "loaders/tes/__init__.py",
+        "loaders/tes/classify.py",
+        "loaders/tes/client.py",
+        "loaders/tes/fetch.py",
+        "loaders/tes/files.py",
+    ]
+    for module in modules:
+        tree = ast.parse((REPO / module).read_text())
+        imported = {
+            name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for name in (
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            )
+        }
+        assert not imported & {"refinery", "dbt", "argparse"}, (module, imported)
+    commands = {path.stem for path in (REPO / "refinery" / "commands").glob("*.py")} - {"__init__"}
+    parser_commands = set(cli.build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert parser_commands <= commands, parser_commands - commands

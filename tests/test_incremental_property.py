@@ -19,18 +19,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loaders import dbt
-from loaders.connection import DatabaseSettings
 from loaders.land.configurations import load_configurations
 from loaders.land.ddl import ensure_raw_schema
 from loaders.land.tes import load_tes
-from loaders.tes.synthetic import SyntheticSpec, generate
+from refinery import dbt
+from refinery.connection import DatabaseSettings
+from refinery.synthetic import SyntheticSpec, generate
 from tests.cache_oracle import actual_cache, differences, expected_cache
 from tests.conftest import create_database, drop_database
 
 SPEC = SyntheticSpec(seed=5, jurisdictions=3, conditions=12, configurations_per_jurisdiction=10)
-CODES = st.lists(st.sampled_from(["1000-1", "2000-2", "3000-3", "A01", "B02", "840539006"]),
-                 max_size=3, unique=True)
+CODES = st.lists(
+    st.sampled_from(["1000-1", "2000-2", "3000-3", "A01", "B02", "840539006"]), max_size=3, unique=True
+)
 
 operation = st.one_of(
     st.tuples(st.just("edit"), st.integers(0, 10_000), CODES),
@@ -49,7 +50,8 @@ def run_cache(settings: DatabaseSettings, *extra: str) -> None:
 
 @pytest.fixture(scope="module")
 def prepared(
-    server: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory,
+    server: DatabaseSettings,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[DatabaseSettings]:
     db = create_database(server, "refinery_property")
     summary = generate(tmp_path_factory.mktemp("synthetic"), SPEC)
@@ -72,8 +74,11 @@ def apply(conn: psycopg.Connection, op: tuple) -> None:
     if kind in ("edit", "deactivate", "activate", "delete") and ids:
         target = ids[op[1] % len(ids)]
         if kind == "edit":
-            conn.execute("update raw.configurations set loinc_codes = %s, "
-                         "updated_at = updated_at + interval '1 hour' where id = %s", (op[2], target))
+            conn.execute(
+                "update raw.configurations set loinc_codes = %s, "
+                "updated_at = updated_at + interval '1 hour' where id = %s",
+                (op[2], target),
+            )
         elif kind == "deactivate":
             conn.execute("update raw.configurations set is_active = false where id = %s", (target,))
         elif kind == "activate":
@@ -81,9 +86,12 @@ def apply(conn: psycopg.Connection, op: tuple) -> None:
         else:
             conn.execute("delete from raw.configurations where id = %s", (target,))
     elif kind == "add":
-        template = conn.execute("select jurisdiction_id, child_grouper_url, child_grouper_version, "
-                                "updated_at, load_id from raw.configurations order by id "
-                                "offset %s limit 1", (op[1] % max(len(ids), 1),)).fetchone()
+        template = conn.execute(
+            "select jurisdiction_id, child_grouper_url, child_grouper_version, "
+            "updated_at, load_id from raw.configurations order by id "
+            "offset %s limit 1",
+            (op[1] % max(len(ids), 1),),
+        ).fetchone()
         if template:
             jurisdiction, url, version, updated_at, load_id = template
             new_id = (max(ids) if ids else 0) + 1
@@ -91,33 +99,41 @@ def apply(conn: psycopg.Connection, op: tuple) -> None:
                 "insert into raw.configurations (id, jurisdiction_id, child_grouper_url, "
                 "child_grouper_version, snomed_codes, is_active, updated_at, load_id) "
                 "values (%s, %s, %s, %s, %s, true, %s, %s)",
-                (new_id, jurisdiction, url, version, op[3], updated_at + timedelta(hours=op[2]), load_id))
+                (new_id, jurisdiction, url, version, op[3], updated_at + timedelta(hours=op[2]), load_id),
+            )
     elif kind == "republish":
         rows = conn.execute(
             "select distinct on (canonical_url, version) resource from raw.tes_valuesets "
             "where canonical_url like '%%rs-grouper-%%' "
-            "order by canonical_url, version, last_seen_load_id desc").fetchall()
+            "order by canonical_url, version, last_seen_load_id desc"
+        ).fetchall()
         resource = rows[op[1] % len(rows)][0]
         includes = resource["compose"]["include"]
         if op[2] == 0 and includes:
-            includes[0]["concept"] = includes[0]["concept"][1:]          # drop a code
+            includes[0]["concept"] = includes[0]["concept"][1:]  # drop a code
         else:
-            includes.append({"system": "http://loinc.org",
-                             "concept": [{"code": f"REPUB-{op[1] % 97}-{op[2]}"}]})
+            includes.append(
+                {"system": "http://loinc.org", "concept": [{"code": f"REPUB-{op[1] % 97}-{op[2]}"}]}
+            )
         text = json.dumps(resource, sort_keys=True)
         digest = hashlib.sha256(text.encode()).hexdigest()
         seen = conn.execute(
             "select 1 from raw.tes_valuesets where canonical_url = %s and version = %s "
-            "and resource_sha256 = %s", (resource["url"], resource["version"], digest)).fetchone()
+            "and resource_sha256 = %s",
+            (resource["url"], resource["version"], digest),
+        ).fetchone()
         if seen:
             return
-        load_id = conn.execute("insert into raw.loads (kind, status, finished_at) values "
-                               "('tes', 'succeeded', now()) returning load_id").fetchone()[0]
+        load_id = conn.execute(
+            "insert into raw.loads (kind, status, finished_at) values "
+            "('tes', 'succeeded', now()) returning load_id"
+        ).fetchone()[0]
         conn.execute(
             "insert into raw.tes_valuesets (canonical_url, version, resource, resource_sha256, "
             "source_file, load_id, last_seen_load_id, loaded_at) "
             "values (%s, %s, %s::jsonb, %s, 'property', %s, %s, now())",
-            (resource["url"], resource["version"], text, digest, load_id, load_id))
+            (resource["url"], resource["version"], text, digest, load_id, load_id),
+        )
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -144,5 +160,6 @@ def test_incremental_equals_recomputation(prepared: DatabaseSettings, steps: lis
     run_cache(prepared, "--full-refresh")
     with psycopg.connect(prepared.conninfo()) as conn:
         refreshed = actual_cache(conn)
-    assert {k: {c: v for c, v in r.items() if c != "updated_at"} for k, r in refreshed.items()} == \
-        {k: {c: v for c, v in r.items() if c != "updated_at"} for k, r in after_rows.items()}
+    assert {k: {c: v for c, v in r.items() if c != "updated_at"} for k, r in refreshed.items()} == {
+        k: {c: v for c, v in r.items() if c != "updated_at"} for k, r in after_rows.items()
+    }

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from loaders import cli
-from loaders.connection import DatabaseSettings
 from loaders.land.configurations import load_configurations
+from refinery import cli
+from refinery.connection import DatabaseSettings
 from tests._land_helpers import TES, failed_loads, fingerprint, query
 
 

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loaders import cli
-from loaders.connection import DatabaseSettings
 from loaders.errors import InvalidInputError, RefineryError
 from loaders.land.reader import canonical_bytes, canonical_json, content_sha256
 from loaders.land.tes import load_tes
+from refinery import cli
+from refinery.connection import DatabaseSettings
 from tests._land_helpers import (
     failed_loads,
     fetch_format,
@@ -421,8 +421,15 @@ def test_control_characters_in_keys_and_file_names_are_stored_verbatim(
         " last_seen_load_id from raw.tes_valuesets",
     )
     assert stored == [
-        (record["url"], record["version"], record, content_sha256(record), str(file), result.load_id,
-         result.load_id)
+        (
+            record["url"],
+            record["version"],
+            record,
+            content_sha256(record),
+            str(file),
+            result.load_id,
+            result.load_id,
+        )
     ]
 
 
@@ -577,7 +584,7 @@ def test_connection_killed_mid_copy_writes_nothing_and_next_load_succeeds(
 def test_production_scale_synthetic_data_twice_leaves_one_copy(
     fresh_database: DatabaseSettings, tmp_path: Path
 ) -> None:
-    synthetic = pytest.importorskip("loaders.tes.synthetic")
+    synthetic = pytest.importorskip("refinery.synthetic")
     summary = synthetic.generate(tmp_path / "synthetic", synthetic.SyntheticSpec(jurisdictions=51))
     first = load_tes([summary.tes_dir], fresh_database)
     after_first = fingerprint(fresh_database)["raw.tes_valuesets"]

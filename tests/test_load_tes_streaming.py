@@ -8,23 +8,44 @@ from pathlib import Path
 
 import pytest
 
-from loaders.connection import DatabaseSettings
 from loaders.errors import InvalidInputError
 from loaders.land.reader import FileRejected, TesFile, ValueSetRow
 from loaders.land.tes import load_tes
+from refinery.connection import DatabaseSettings
 from tests._land_helpers import query
 
 BOM = b"\xef\xbb\xbf"  # a file starting with one is parsed whole by the json module
 
-FINE = json.dumps({"resourceType": "ValueSet", "url": "u0", "version": "1",
-                   "compose": {"include": [{"system": "s", "concept": [{"code": "a"}]}]}})
+FINE = json.dumps(
+    {
+        "resourceType": "ValueSet",
+        "url": "u0",
+        "version": "1",
+        "compose": {"include": [{"system": "s", "concept": [{"code": "a"}]}]},
+    }
+)
 
 BODIES = [
-    '"x": NaN', '"x": -Infinity', '"x": ' + "9" * 5000, '"x": 1e400', '"x": 2.5e-400', '"x": 1.5',
-    '"x": 1e-7', '"x": 1E5', '"x": -0', '"x": -0.0', '"x": 0.1', '"x": 5e-324',
-    '"x": 123456789012345678901234567890', '"title": "\\ud800"', '"title": "\\ud83d\\ude00"',
-    '"title": "a\\u0000b"', '"title": "caf\u00e9 \\u00e9\\/"', '"a": 1, "a": 2',
-    '"x": ' + "[" * 990 + "]" * 990, '"x": ' + "[" * 3000 + "]" * 3000,
+    '"x": NaN',
+    '"x": -Infinity',
+    '"x": ' + "9" * 5000,
+    '"x": 1e400',
+    '"x": 2.5e-400',
+    '"x": 1.5',
+    '"x": 1e-7',
+    '"x": 1E5',
+    '"x": -0',
+    '"x": -0.0',
+    '"x": 0.1',
+    '"x": 5e-324',
+    '"x": 123456789012345678901234567890',
+    '"title": "\\ud800"',
+    '"title": "\\ud83d\\ude00"',
+    '"title": "a\\u0000b"',
+    '"title": "caf\u00e9 \\u00e9\\/"',
+    '"a": 1, "a": 2',
+    '"x": ' + "[" * 990 + "]" * 990,
+    '"x": ' + "[" * 3000 + "]" * 3000,
 ]
 
 
@@ -48,7 +69,7 @@ def _documents() -> list[bytes]:
         b'{"valuesets": ["\xff"], "valuesets": [' + FINE.encode() + b"]}",
         b'{"valuesets": [' + b"9" * 5000 + b'], "valuesets": [' + FINE.encode() + b"]}",
         b'{"valuesets": [' + FINE.encode() + b'], "metadata": ' + b"[" * 3000 + b"]" * 3000 + b"}",
-        b'\n  {"valuesets": [\n  ' + FINE.encode() + b' ,\n ' + FINE.encode() + b"\n]}\n",
+        b'\n  {"valuesets": [\n  ' + FINE.encode() + b" ,\n " + FINE.encode() + b"\n]}\n",
         b'{"valuesets": [1], "valuesets": [' + FINE.encode() + b"]}",
         b'{"valuesets": null}',
         b"[1,]",
@@ -131,8 +152,11 @@ def test_nesting_near_the_recursion_limit_loads_or_refuses_the_file(shape: str, 
     outcomes = set()
     for depth in range(900, 1001, 4):
         record = _record('"x": ' + "[" * depth + "]" * depth)
-        text = f"[{FINE}, {record}]" if shape == "list" else (
-            '{"metadata": {}, "valuesets": [' + FINE + ", " + record + "]}")
+        text = (
+            f"[{FINE}, {record}]"
+            if shape == "list"
+            else ('{"metadata": {}, "valuesets": [' + FINE + ", " + record + "]}")
+        )
         path = tmp_path / f"deep-{depth}.json"
         path.write_text(text)
         result = _read(path)

@@ -10,12 +10,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from loaders import cli
-from loaders.connection import DatabaseSettings
 from loaders.errors import LockBusyError
 from loaders.land import lock
 from loaders.land.ddl import ensure_raw_schema
 from loaders.land.tes import load_tes
+from refinery import cli
+from refinery.connection import DatabaseSettings
 from tests._land_helpers import fetch_format, query, valueset, write_json
 from tests.conftest import env_for
 
@@ -74,7 +74,7 @@ def test_two_concurrent_loads_the_second_exits_4(
     ]
     small = write_json(tmp_path / "small.json", [valueset("small")])
     use_database(fresh_database)
-    command = [sys.executable, "-m", "loaders.cli", "load", "tes", str(tmp_path / "big")]
+    command = [sys.executable, "-m", "refinery.cli", "load", "tes", str(tmp_path / "big")]
     with psycopg.connect(fresh_database.conninfo()) as blocker:
         ensure_raw_schema(blocker)
         # Keep the first load busy for as long as the test needs, whatever the machine's speed:

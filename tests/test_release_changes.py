@@ -21,16 +21,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from loaders import cli
-from loaders.connection import DatabaseSettings
 from loaders.tes import classify
-from loaders.tes.synthetic import SyntheticSpec, generate
+from refinery import cli
+from refinery.connection import DatabaseSettings
+from refinery.synthetic import SyntheticSpec, generate
 from tests.conftest import SHARED_SAMPLE, create_database, drop_database
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC = SyntheticSpec(
-    seed=23, jurisdictions=2, releases=11, conditions=14, configurations_per_jurisdiction=5
-)
+SPEC = SyntheticSpec(seed=23, jurisdictions=2, releases=11, conditions=14, configurations_per_jurisdiction=5)
 RENAMED_TITLE = "Renamed Condition Without Code Changes"
 
 Codes = dict[str, set[str]]  # system key -> codes
@@ -179,9 +177,7 @@ def rename_without_code_change(tes_dir: Path) -> tuple[str, str, str]:
 
 
 @pytest.fixture(scope="module")
-def built(
-    server: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Built]:
+def built(server: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     settings = create_database(server, "refinery_changes")
     out = tmp_path_factory.mktemp("synthetic-releases")
     summary = generate(out, SPEC)
@@ -304,7 +300,7 @@ def test_report_charts_the_most_changed_conditions(built: Built, tmp_path: Path)
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
     page = (out / "release_changes.html").read_text()
     assert "data:image/png;base64," in page
-    assert "src=\"http" not in page and "<link" not in page, "the page must be self-contained"
+    assert 'src="http' not in page and "<link" not in page, "the page must be self-contained"
     top_url, _ = ranked[0]
     assert html.escape(titles[top_url]) in page
     unchanged = [url for url, total in ranked if total == 0]

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from loaders import cli, dbt
-from loaders.connection import DatabaseSettings
-from loaders.tes.synthetic import SyntheticSpec, generate
+from refinery import cli, dbt
+from refinery.connection import DatabaseSettings
+from refinery.synthetic import SyntheticSpec, generate
 from tests.conftest import can_execute, create_database, drop_database
 
 SPEC = SyntheticSpec(seed=5, jurisdictions=2, releases=2, conditions=8, configurations_per_jurisdiction=6)
@@ -40,9 +40,7 @@ def _env(patch: pytest.MonkeyPatch, settings: DatabaseSettings) -> None:
 
 
 @pytest.fixture(scope="module")
-def deployment(
-    server: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Deployment]:
+def deployment(server: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """A built database and one throw-away LOGIN member per group role."""
     admin = create_database(server, "refinery_roles")
     out = tmp_path_factory.mktemp("synthetic-roles")
@@ -71,8 +69,6 @@ def deployment(
             with psycopg.connect(server.conninfo(), autocommit=True) as conn:
                 for settings in logins.values():
                     conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(settings.user)))
-
-
 
 
 def _count(settings: DatabaseSettings, relation: str) -> int:
@@ -163,7 +159,6 @@ def test_grants_survive_a_full_refresh_and_roles_macro_is_idempotent(
     assert not can_execute(deployment.logins["refiner_app"], "select 1 from raw.loads limit 1")
 
 
-
 def test_serving_tables_have_keys_contracts_and_a_gin_index(deployment: Deployment) -> None:
     with psycopg.connect(deployment.admin.conninfo()) as conn:
         keys = dict(
@@ -178,16 +173,17 @@ def test_serving_tables_have_keys_contracts_and_a_gin_index(deployment: Deployme
                 """
             ).fetchall()
         )
-        gin = [name for (name,) in conn.execute(
-            """
+        gin = [
+            name
+            for (name,) in conn.execute(
+                """
             select indexname from pg_indexes
             where schemaname = 'refiner' and tablename = 'refinement_cache'
               and indexdef ilike '%using gin (aggregated_codes)%'
             """
-        ).fetchall()]
-        code = conn.execute(
-            "select aggregated_codes[1] from refiner.refinement_cache limit 1"
-        ).fetchone()[0]
+            ).fetchall()
+        ]
+        code = conn.execute("select aggregated_codes[1] from refiner.refinement_cache limit 1").fetchone()[0]
         conn.execute("set enable_seqscan = off")
         plan = "\n".join(
             row[0]

@@ -16,10 +16,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from loaders import cli
-from loaders.connection import DatabaseSettings
 from loaders.tes import classify
-from loaders.tes.synthetic import SyntheticSpec, generate
+from refinery import cli
+from refinery.connection import DatabaseSettings
+from refinery.synthetic import SyntheticSpec, generate
 from tests.conftest import create_database, drop_database
 
 SPEC = SyntheticSpec(seed=9, jurisdictions=2, releases=2, conditions=8, configurations_per_jurisdiction=6)
@@ -40,9 +40,9 @@ def _republish(tes_dir: Path, out: Path) -> tuple[str, str]:
     rs_files = sorted(tes_dir.glob("reporting_spec_grouper_*.json"))
     document = json.loads(rs_files[-1].read_text())
     resource: dict[str, Any] = next(
-        vs for vs in document["valuesets"]
-        if classify.classify(vs) == classify.REPORTING_SPEC_GROUPER
-        and len(vs["compose"]["include"]) > 1
+        vs
+        for vs in document["valuesets"]
+        if classify.classify(vs) == classify.REPORTING_SPEC_GROUPER and len(vs["compose"]["include"]) > 1
     )
     resource["compose"]["include"] = resource["compose"]["include"][1:]
     out.mkdir()
@@ -134,8 +134,7 @@ def test_deleted_records_are_closed_not_lost(history: History) -> None:
     )
     still_cached = _rows(
         history.settings,
-        "select count(*) from refiner.refinement_cache where snomed_code = %s"
-        " and jurisdiction_id = %s",
+        "select count(*) from refiner.refinement_cache where snomed_code = %s and jurisdiction_id = %s",
         *history.deleted_key,
     )[0][0]
     assert still_cached == 0, "the deleted configuration's cache row must be gone"

@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest
 
-from loaders import cli
-from loaders.commands.sync import StepLog, SyncOptions, sync
-from loaders.connection import DatabaseSettings
 from loaders.errors import BuildFailedError, UpstreamError
 from loaders.land import lock
-from loaders.tes import synthetic
-from loaders.tes.fake_server import FakeTES, Fault
+from refinery import cli, synthetic
+from refinery.commands.sync import StepLog, SyncOptions, sync
+from refinery.connection import DatabaseSettings
+from refinery.testing.fake_tes import FakeTES, Fault
 from tests._land_helpers import query, write_json
 
 KEY = "sync-test-key"

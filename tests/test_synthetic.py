@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from loaders.tes import classify, synthetic
-from loaders.tes.synthetic import SyntheticSpec
+from loaders.tes import classify
+from refinery import synthetic
+from refinery.synthetic import SyntheticSpec
 from tests.conftest import SHARED_SAMPLE
 
 SMALL = SyntheticSpec(seed=11, jurisdictions=3, conditions=60, configurations_per_jurisdiction=40)
@@ -70,12 +71,12 @@ def test_output_layout_matches_the_fetch_format(tmp_path: Path) -> None:
         urls = [resource["url"] for resource in document["valuesets"]]
         assert urls == sorted(urls)
         assert entry["record_count"] == len(urls)
-        assert {classify.classify(resource) for resource in document["valuesets"]} == {
-            entry["category"]}
+        assert {classify.classify(resource) for resource in document["valuesets"]} == {entry["category"]}
         total += len(urls)
     counts = summary.counts
-    assert total == (counts["condition_grouper"] + counts["reporting_spec_grouper"]
-                     + counts["additional_context_grouper"])
+    assert total == (
+        counts["condition_grouper"] + counts["reporting_spec_grouper"] + counts["additional_context_grouper"]
+    )
     assert manifest["totals"]["ignored_count"] == counts["triggering"] > 0
     configurations = json.loads(summary.configurations_file.read_text())
     assert len(configurations) == counts["configurations"] == 3 * 40
@@ -83,9 +84,12 @@ def test_output_layout_matches_the_fetch_format(tmp_path: Path) -> None:
 
 def test_release_sizes_are_realistic(valuesets: list[dict[str, Any]]) -> None:
     groups = _by_category(valuesets)
-    per_version = collections.Counter((category, resource["version"])
-                                      for category, items in groups.items() if category
-                                      for resource in items)
+    per_version = collections.Counter(
+        (category, resource["version"])
+        for category, items in groups.items()
+        if category
+        for resource in items
+    )
     conditions = [per_version[("condition_grouper", v)] for v in ("1.0.0", "2.0.0", "3.0.0")]
     assert all(195 <= n <= 240 for n in conditions), conditions
     assert conditions == sorted(conditions) and conditions[0] < conditions[-1]
@@ -103,8 +107,7 @@ def test_each_rs_grouper_version_has_one_parent(valuesets: list[dict[str, Any]])
     parents: collections.Counter[str] = collections.Counter()
     children_per_condition = []
     for condition in groups["condition_grouper"]:
-        references = [ref for include in condition["compose"]["include"]
-                      for ref in include["valueSet"]]
+        references = [ref for include in condition["compose"]["include"] for ref in include["valueSet"]]
         children_per_condition.append(len(references))
         for reference in references:
             assert reference in existing or reference in contexts, reference
@@ -115,9 +118,12 @@ def test_each_rs_grouper_version_has_one_parent(valuesets: list[dict[str, Any]])
     assert sum(n >= 2 for n in children_per_condition) >= 30
     # the focus SNOMED code is the code in the RS grouper's url; ids are not SNOMED codes
     for resource in groups["reporting_spec_grouper"]:
-        focus = [coding["code"] for context in resource["useContext"]
-                 if context["code"]["code"] == "focus"
-                 for coding in context["valueCodeableConcept"]["coding"]]
+        focus = [
+            coding["code"]
+            for context in resource["useContext"]
+            if context["code"]["code"] == "focus"
+            for coding in context["valueCodeableConcept"]["coding"]
+        ]
         assert resource["url"].endswith(f"rs-grouper-{focus[0]}")
         assert resource["id"] != focus[0]
 
@@ -126,9 +132,16 @@ def test_codes_systems_sizes_and_drift(valuesets: list[dict[str, Any]]) -> None:
     groups = _by_category(valuesets)
     rs = groups["reporting_spec_grouper"]
     systems = {include["system"] for r in rs for include in r["compose"]["include"]}
-    assert {synthetic.SNOMED, synthetic.LOINC, synthetic.ICD10CM, synthetic.RXNORM,
-            synthetic.CVX, synthetic.CPT, synthetic.V3_INTERPRETATION,
-            synthetic.OID_DISCHARGE} <= systems
+    assert {
+        synthetic.SNOMED,
+        synthetic.LOINC,
+        synthetic.ICD10CM,
+        synthetic.RXNORM,
+        synthetic.CVX,
+        synthetic.CPT,
+        synthetic.V3_INTERPRETATION,
+        synthetic.OID_DISCHARGE,
+    } <= systems
     assert any(s.startswith("urn:oid:") for s in systems)
     sizes = [sum(len(i["concept"]) for i in r["compose"]["include"]) for r in rs]
     assert min(sizes) < 20 and max(sizes) > 1000 and 60 <= statistics.median(sizes) <= 400
@@ -143,18 +156,18 @@ def test_codes_systems_sizes_and_drift(valuesets: list[dict[str, Any]]) -> None:
     for versions in by_url.values():
         versions.sort(key=lambda r: r["version"])
         for old, new in itertools.pairwise(versions):
-            old_codes = {(i["system"], c["code"]) for i in old["compose"]["include"]
-                         for c in i["concept"]}
-            new_codes = {(i["system"], c["code"]) for i in new["compose"]["include"]
-                         for c in i["concept"]}
+            old_codes = {(i["system"], c["code"]) for i in old["compose"]["include"] for c in i["concept"]}
+            new_codes = {(i["system"], c["code"]) for i in new["compose"]["include"] for c in i["concept"]}
             changed += old_codes != new_codes
             added += bool(new_codes - old_codes)
             removed += bool(old_codes - new_codes)
             assert len(old_codes & new_codes) >= 0.5 * len(old_codes)
     assert changed > 100 and added > 50 and removed > 50
     # conditions appear in later releases and a few are dropped
-    releases = [{r["url"] for r in groups["condition_grouper"] if r["version"] == v}
-                for v in ("1.0.0", "2.0.0", "3.0.0")]
+    releases = [
+        {r["url"] for r in groups["condition_grouper"] if r["version"] == v}
+        for v in ("1.0.0", "2.0.0", "3.0.0")
+    ]
     assert releases[1] - releases[0] and releases[2] - releases[1]
 
 
@@ -165,22 +178,43 @@ def test_configurations_are_realistic() -> None:
     assert len(configurations) == 60 * 50
     ids = [c["id"] for c in configurations]
     assert len(set(ids)) == len(ids) and all(isinstance(i, int) for i in ids)
-    jurisdictions = list(dict.fromkeys(c["jurisdiction_id"] for c in configurations
-                                       if c["jurisdiction_id"] != synthetic.UNKNOWN_JURISDICTION))
+    jurisdictions = list(
+        dict.fromkeys(
+            c["jurisdiction_id"]
+            for c in configurations
+            if c["jurisdiction_id"] != synthetic.UNKNOWN_JURISDICTION
+        )
+    )
     assert jurisdictions[:3] == ["AL", "AK", "AZ"]
     assert len(jurisdictions) == 60 and jurisdictions[56] == synthetic.jurisdiction_ids(57)[56]
     assert len(jurisdictions[56]) > 2
-    rs = {(r["url"], r["version"]) for r in valuesets
-          if classify.classify(r) == "reporting_spec_grouper"}
-    bad = [c for c in configurations
-           if not c["is_active"] or (c["child_grouper_url"], c["child_grouper_version"]) not in rs
-           or c["jurisdiction_id"] == synthetic.UNKNOWN_JURISDICTION]
+    rs = {(r["url"], r["version"]) for r in valuesets if classify.classify(r) == "reporting_spec_grouper"}
+    bad = [
+        c
+        for c in configurations
+        if not c["is_active"]
+        or (c["child_grouper_url"], c["child_grouper_version"]) not in rs
+        or c["jurisdiction_id"] == synthetic.UNKNOWN_JURISDICTION
+    ]
     assert 0 < len(bad) <= 0.02 * len(configurations)
     assert any(not c["is_active"] for c in bad)
     assert any(c["child_grouper_version"] == synthetic.MISSING_VERSION for c in bad)
-    fields = {"id", "jurisdiction_id", "child_grouper_url", "child_grouper_version",
-              "display_name_override", "version", "loinc_codes", "snomed_codes", "icd10_codes",
-              "rxnorm_codes", "is_active", "created_by", "created_at", "updated_at"}
+    fields = {
+        "id",
+        "jurisdiction_id",
+        "child_grouper_url",
+        "child_grouper_version",
+        "display_name_override",
+        "version",
+        "loinc_codes",
+        "snomed_codes",
+        "icd10_codes",
+        "rxnorm_codes",
+        "is_active",
+        "created_by",
+        "created_at",
+        "updated_at",
+    }
     assert all(set(c) == fields for c in configurations)
     assert sum(c["display_name_override"] is None for c in configurations) > 0.7 * len(ids)
     assert any(c["loinc_codes"] for c in configurations)
@@ -213,14 +247,24 @@ def test_synthetic_has_the_shape_of_real_condition_groupers(valuesets: list[dict
     assert real["metadata"] == {"category": "condition_grouper_3.0.0"}
     assert {frozenset(r) for r in real["valuesets"]} == {frozenset(r) for r in ours}
     assert {frozenset(r["meta"]) for r in real["valuesets"]} == {frozenset(r["meta"]) for r in ours}
-    assert ({json.dumps(r["useContext"], sort_keys=True) for r in real["valuesets"]}
-            == {json.dumps(r["useContext"], sort_keys=True) for r in ours})
-    assert {r["meta"]["profile"][0] for r in real["valuesets"]} == {
-        r["meta"]["profile"][0] for r in ours}
-    real_refs = {ref.split("rs-grouper-")[0] for r in real["valuesets"]
-                 for i in r["compose"]["include"] for ref in i["valueSet"] if "rs-grouper" in ref}
-    our_refs = {ref.split("rs-grouper-")[0] for r in ours
-                for i in r["compose"]["include"] for ref in i["valueSet"] if "rs-grouper" in ref}
+    assert {json.dumps(r["useContext"], sort_keys=True) for r in real["valuesets"]} == {
+        json.dumps(r["useContext"], sort_keys=True) for r in ours
+    }
+    assert {r["meta"]["profile"][0] for r in real["valuesets"]} == {r["meta"]["profile"][0] for r in ours}
+    real_refs = {
+        ref.split("rs-grouper-")[0]
+        for r in real["valuesets"]
+        for i in r["compose"]["include"]
+        for ref in i["valueSet"]
+        if "rs-grouper" in ref
+    }
+    our_refs = {
+        ref.split("rs-grouper-")[0]
+        for r in ours
+        for i in r["compose"]["include"]
+        for ref in i["valueSet"]
+        if "rs-grouper" in ref
+    }
     assert real_refs == our_refs
 
 
@@ -229,15 +273,17 @@ def test_synthetic_has_the_shape_of_real_rs_groupers(valuesets: list[dict[str, A
     ours = [r for r in valuesets if classify.classify(r) == "reporting_spec_grouper"]
     assert {frozenset(r) for r in real} == {frozenset(r) for r in ours}
     assert {json.dumps(r["meta"]["profile"]) for r in real} == {
-        json.dumps(r["meta"]["profile"]) for r in ours}
-    strip = [{k: v for k, v in c.items() if k != "valueCodeableConcept"} for c in
-             real[0]["useContext"]]
-    assert strip == [{k: v for k, v in c.items() if k != "valueCodeableConcept"}
-                     for c in ours[0]["useContext"]]
+        json.dumps(r["meta"]["profile"]) for r in ours
+    }
+    strip = [{k: v for k, v in c.items() if k != "valueCodeableConcept"} for c in real[0]["useContext"]]
+    assert strip == [
+        {k: v for k, v in c.items() if k != "valueCodeableConcept"} for c in ours[0]["useContext"]
+    ]
     real_systems = {i["system"] for r in real for i in r["compose"]["include"]}
     our_systems = {i["system"] for r in ours for i in r["compose"]["include"]}
     assert real_systems <= our_systems
     assert {frozenset(c) for r in real for i in r["compose"]["include"] for c in i["concept"]} == {
-        frozenset(c) for r in ours for i in r["compose"]["include"] for c in i["concept"]}
+        frozenset(c) for r in ours for i in r["compose"]["include"] for c in i["concept"]
+    }
     real_versions = {r["version"] for r in real}
     assert real_versions <= {r["version"] for r in ours}

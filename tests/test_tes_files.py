@@ -14,9 +14,20 @@ from loaders.tes import files
 
 
 def _vs(url: str, version: str = "1", size: int = 10) -> dict[str, Any]:
-    return {"resourceType": "ValueSet", "url": url, "version": version, "status": "active",
-            "compose": {"include": [{"system": "http://loinc.org", "concept": [
-                {"code": f"{i}-0", "display": "x" * 50} for i in range(size)]}]}}
+    return {
+        "resourceType": "ValueSet",
+        "url": url,
+        "version": version,
+        "status": "active",
+        "compose": {
+            "include": [
+                {
+                    "system": "http://loinc.org",
+                    "concept": [{"code": f"{i}-0", "display": "x" * 50} for i in range(size)],
+                }
+            ]
+        },
+    }
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -27,8 +38,9 @@ def test_render_sorts_by_url_and_splits_past_the_limit() -> None:
     group = [_vs(f"http://x/ValueSet/{n:03d}", size=30) for n in reversed(range(40))]
     rendered = files.render({("reporting_spec_grouper", "20250101"): group}, part_limit=20_000)
     assert len(rendered) > 1
-    assert [f.name for f in rendered] == [f"reporting_spec_grouper_20250101.part{i:02d}.json"
-                                          for i in range(1, len(rendered) + 1)]
+    assert [f.name for f in rendered] == [
+        f"reporting_spec_grouper_20250101.part{i:02d}.json" for i in range(1, len(rendered) + 1)
+    ]
     urls: list[str] = []
     for item in rendered:
         assert len(item.data) <= 20_000
@@ -45,9 +57,13 @@ def test_render_sorts_by_url_and_splits_past_the_limit() -> None:
 
 def test_manifest_and_unchanged_rewrite(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    rendered = files.render({("condition_grouper", "1.0.0"): [_vs("http://x/a")],
-                             ("reporting_spec_grouper", "2"): [_vs("http://x/b")]},
-                            errors={("condition_grouper", "1.0.0"): 2})
+    rendered = files.render(
+        {
+            ("condition_grouper", "1.0.0"): [_vs("http://x/a")],
+            ("reporting_spec_grouper", "2"): [_vs("http://x/b")],
+        },
+        errors={("condition_grouper", "1.0.0"): 2},
+    )
     changes = files.write(out, rendered)
     assert changes.written and changes.new == [f.name for f in rendered]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -76,18 +92,23 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_failure_during_the_write_leaves_the_folder_identical(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
     files.write(out, files.render({("condition_grouper", "1.0.0"): [_vs("http://x/a")]}))
     before = _snapshot(out)
-    changed = files.render({("condition_grouper", "1.0.0"): [_vs("http://x/a", size=3)],
-                            ("condition_grouper", "2.0.0"): [_vs("http://x/a", "2.0.0")]})
+    changed = files.render(
+        {
+            ("condition_grouper", "1.0.0"): [_vs("http://x/a", size=3)],
+            ("condition_grouper", "2.0.0"): [_vs("http://x/a", "2.0.0")],
+        }
+    )
     real_rename = os.rename
     calls: list[tuple[str, str]] = []
 
     def failing_rename(source: Any, target: Any) -> None:
         calls.append((str(source), str(target)))
-        if len(calls) == 2:          # the staging folder moving into place
+        if len(calls) == 2:  # the staging folder moving into place
             raise OSError(28, "No space left on device")
         real_rename(source, target)
 
@@ -99,8 +120,7 @@ def test_failure_during_the_write_leaves_the_folder_identical(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_failure_while_staging_leaves_no_trace(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_while_staging_leaves_no_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     files.write(out, files.render({("condition_grouper", "1.0.0"): [_vs("http://x/a")]}))
     before = _snapshot(out)

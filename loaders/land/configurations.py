@@ -8,7 +8,6 @@ Every record is validated first; one bad record refuses the whole file.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
@@ -162,8 +161,14 @@ def _timestamp(name: str, value: Any, *, from_csv: bool) -> datetime | None:
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def parse_record(record: Any, *, from_csv: bool) -> Configuration:
@@ -277,6 +282,7 @@ def _id_of(record: Any) -> str:
 
 # --- loading -------------------------------------------------------------------------------------
 
+
 def _body(path: Path) -> Callable[[psycopg.Connection, int, Progress], Counts]:
     def body(conn: psycopg.Connection, load_id: int, progress: Progress) -> Counts:
         configurations, info = read_snapshot(path)
@@ -284,12 +290,28 @@ def _body(path: Path) -> Callable[[psycopg.Connection, int, Progress], Counts]:
         previous_ids = {row[0] for row in conn.execute("select id from raw.configurations")}
         conn.execute("delete from raw.configurations")
         loaded_at = conn.execute("select now()").fetchone()[0]
-        with conn.cursor() as cur, cur.copy(
-            f"copy raw.configurations ({', '.join(COLUMNS)}, load_id) from stdin"
-        ) as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy(f"copy raw.configurations ({', '.join(COLUMNS)}, load_id) from stdin") as copy,
+        ):
             copy.set_types(
-                ["int8", "text", "text", "text", "text", "int4", "text[]", "text[]", "text[]",
-                 "text[]", "bool", "text", "timestamptz", "timestamptz", "int8"]
+                [
+                    "int8",
+                    "text",
+                    "text",
+                    "text",
+                    "text",
+                    "int4",
+                    "text[]",
+                    "text[]",
+                    "text[]",
+                    "text[]",
+                    "bool",
+                    "text",
+                    "timestamptz",
+                    "timestamptz",
+                    "int8",
+                ]
             )
             for configuration in configurations:
                 values = configuration.row()
@@ -316,15 +338,4 @@ def load_configurations(
     Counts: inserted = ids new to the table, unchanged = ids kept (their rows are rewritten),
     deleted = ids no longer in the snapshot.
     """
-    return run_load(
-        target, kind=KIND, body=_body(Path(file)), lock_timeout=lock_timeout, held_lock=held_lock
-    )
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    from loaders import connection
-
-    settings = connection.resolve()
-    result = load_configurations(args.file, settings, lock_timeout=args.lock_timeout)
-    print(result.describe())
-    return 0
+    return run_load(target, kind=KIND, body=_body(Path(file)), lock_timeout=lock_timeout, held_lock=held_lock)

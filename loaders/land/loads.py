@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from loaders import connection
-from loaders.connection import DatabaseSettings
+from loaders import db
+from loaders.db import DatabaseSettings
 from loaders.errors import RefineryError
 from loaders.land import lock as load_lock
 from loaders.land.ddl import ensure_raw_schema
@@ -147,7 +147,7 @@ def _record_failure(
     own = None
     try:
         if conn is None or conn.closed or conn.broken:
-            own = connection.connect(settings)
+            own = db.connect(settings)
             conn = own
         with conn.transaction():
             if conn.execute("select to_regclass('raw.loads')").fetchone()[0] is None:
@@ -183,7 +183,7 @@ def run_load(
         conn, settings, owned = target, settings_of(target), False
     else:
         settings = target
-        conn, owned = connection.connect(settings), True
+        conn, owned = db.connect(settings), True
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
     progress = Progress()
@@ -245,21 +245,27 @@ def run_load(
     )
 
 
-def write_rejections(
-    conn: psycopg.Connection, load_id: int, kind: str, rejections: list[Rejection]
-) -> None:
+def write_rejections(conn: psycopg.Connection, load_id: int, kind: str, rejections: list[Rejection]) -> None:
     """COPY rejected records with their reasons into raw.rejected_records."""
     if not rejections:
         return
-    with conn.cursor() as cur, cur.copy(
-        "copy raw.rejected_records (load_id, kind, source_file, record_index, record_key, reason, record)"
-        " from stdin"
-    ) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "copy raw.rejected_records (load_id, kind, source_file, record_index, record_key, reason, record)"
+            " from stdin"
+        ) as copy,
+    ):
         for item in rejections:
             copy.write_row(
                 (
-                    load_id, kind, _clean(item.source_file), item.index, _clean(item.key),
-                    _clean(item.reason), _clean(item.record),
+                    load_id,
+                    kind,
+                    _clean(item.source_file),
+                    item.index,
+                    _clean(item.key),
+                    _clean(item.reason),
+                    _clean(item.record),
                 )
             )
 

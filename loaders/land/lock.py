@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from loaders import connection
-from loaders.connection import DatabaseSettings
+from loaders import db
+from loaders.db import DatabaseSettings
 from loaders.errors import LockBusyError
 
 LOAD_LOCK_KEY = 7_342_002  # bigint key shared by every loader and sync
@@ -89,7 +89,7 @@ def hold(
     if held is not None and held.alive and held.key == key:
         yield held
         return
-    conn = connection.connect(settings, autocommit=True)
+    conn = db.connect(settings, autocommit=True)
     try:
         acquire(conn, timeout, key=key)
         try:

@@ -398,8 +398,7 @@ def _records_of(document: Any, source: str) -> list[Any]:
             source,
             None,
             None,
-            "not TES data: expected a ValueSet, a list of ValueSets, a FHIR Bundle or "
-            '{"valuesets": [...]}',
+            'not TES data: expected a ValueSet, a list of ValueSets, a FHIR Bundle or {"valuesets": [...]}',
         )
     )
 
@@ -491,25 +490,32 @@ class TesFile:
             return Rejection(self.source, index, key, problem, _record_text(record))
         if self._spy.out_of_range and _contains_infinity(record):
             return Rejection(
-                self.source, index, _key(record),
-                "holds a number out of range (PostgreSQL jsonb cannot store it)", _record_text(record),
+                self.source,
+                index,
+                _key(record),
+                "holds a number out of range (PostgreSQL jsonb cannot store it)",
+                _record_text(record),
             )
         try:
             data = canonical_bytes(record, has_floats=self._spy.seen)
         except UnicodeEncodeError:
             return Rejection(
-                self.source, index, _key(record), "contains an unpaired UTF-16 surrogate",
+                self.source,
+                index,
+                _key(record),
+                "contains an unpaired UTF-16 surrogate",
                 _record_text(record),
             )
         # most records hold no backslash at all: one memchr instead of a substring search
         if b"\\" in data and b"\\u0000" in data and _contains_nul(record):
             return Rejection(
-                self.source, index, _key(record),
-                "contains a NUL character (\\u0000), which PostgreSQL cannot store", _record_text(record),
+                self.source,
+                index,
+                _key(record),
+                "contains a NUL character (\\u0000), which PostgreSQL cannot store",
+                _record_text(record),
             )
-        return ValueSetRow(
-            index, record["url"], record["version"], hashlib.sha256(data).hexdigest(), data
-        )
+        return ValueSetRow(index, record["url"], record["version"], hashlib.sha256(data).hexdigest(), data)
 
 
 def _record_text(record: Any) -> str:

@@ -14,7 +14,6 @@ behind. See `schema.sql` for the contract with dbt.
 
 from __future__ import annotations
 
-import argparse
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -273,7 +272,9 @@ def _reject_conflicts(
         if (url, version) in found.conflicts:
             progress.rejected.append(
                 Rejection(
-                    source, index, f"{url}|{version}",
+                    source,
+                    index,
+                    f"{url}|{version}",
                     "another content for the same url|version is in this load",
                 )
             )
@@ -314,9 +315,12 @@ def _body(paths: list[Path | str], skip_invalid: bool):
             if not stored:
                 return Counts(inserted=inserted)
             conn.execute(CREATE_KEYS)
-            with conn.cursor() as cur, cur.copy(
-                "copy pg_temp.tes_incoming (canonical_url, version, resource_sha256) from stdin"
-            ) as copy:
+            with (
+                conn.cursor() as cur,
+                cur.copy(
+                    "copy pg_temp.tes_incoming (canonical_url, version, resource_sha256) from stdin"
+                ) as copy,
+            ):
                 for key in stored:
                     copy.write_row(key)
             _, revived, unchanged = conn.execute(CLASSIFY, {"load_id": load_id}).fetchone()
@@ -345,14 +349,3 @@ def load_tes(
         lock_timeout=lock_timeout,
         held_lock=held_lock,
     )
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    from loaders import connection
-
-    settings = connection.resolve()
-    result = load_tes(
-        args.paths, settings, skip_invalid=args.skip_invalid, lock_timeout=args.lock_timeout
-    )
-    print(result.describe())
-    return 0

@@ -48,8 +48,7 @@ def _use_context_codes(resource: Mapping[str, Any]) -> list[str]:
         value = context.get("valueCodeableConcept") if isinstance(context, Mapping) else None
         codings = value.get("coding") if isinstance(value, Mapping) else None
         if isinstance(codings, list):
-            codes.extend(str(coding.get("code")) for coding in codings
-                         if isinstance(coding, Mapping))
+            codes.extend(str(coding.get("code")) for coding in codings if isinstance(coding, Mapping))
     return codes
 
 
@@ -104,8 +103,12 @@ def _plain_concept(concept: Any) -> bool:
     if type(concept) is not dict or len(concept) != 2:
         return False
     code, display = concept.get("code"), concept.get("display")
-    return (type(code) is str and type(display) is str and display.strip() != ""
-            and _CODE.fullmatch(code) is not None)
+    return (
+        type(code) is str
+        and type(display) is str
+        and display.strip() != ""
+        and _CODE.fullmatch(code) is not None
+    )
 
 
 def _without_plain_concepts(resource: Mapping[str, Any]) -> dict[str, Any]:

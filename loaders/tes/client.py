@@ -51,8 +51,9 @@ class ClientSettings:
     max_pages: int = 10_000
 
 
-def settings_from_env(base_url: str | None = None, page_size: int = 250,
-                      environ: dict[str, str] | None = None, **overrides: Any) -> ClientSettings:
+def settings_from_env(
+    base_url: str | None = None, page_size: int = 250, environ: dict[str, str] | None = None, **overrides: Any
+) -> ClientSettings:
     """Settings from ``--base-url``/``TES_API_URL`` and ``TES_API_KEY``; clear errors otherwise."""
     env = os.environ if environ is None else environ
     api_key = (env.get("TES_API_KEY") or "").strip()
@@ -107,8 +108,12 @@ class JsonLinesReporter:
         self._stream = stream
 
     def event(self, name: str, **fields: Any) -> None:
-        record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "logger": "refinery.fetch", "event": name, **fields}
+        record = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "logger": "refinery.fetch",
+            "event": name,
+            **fields,
+        }
         stream = self._stream or sys.stderr
         stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         stream.flush()
@@ -125,18 +130,26 @@ class RichReporter:
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self._console = Console(stderr=True)
-        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                                  TimeElapsedColumn(), console=self._console, transient=True)
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=self._console,
+            transient=True,
+        )
         self._task = self._progress.add_task("TES: connecting", total=None)
         self._progress.start()
 
     def event(self, name: str, **fields: Any) -> None:
         if name == "page":
-            self._progress.update(self._task, description=(
-                f"TES: page {fields.get('page')}, {fields.get('valuesets')} ValueSets"))
+            self._progress.update(
+                self._task,
+                description=(f"TES: page {fields.get('page')}, {fields.get('valuesets')} ValueSets"),
+            )
         elif name == "validate":
-            self._progress.update(self._task, description=(
-                f"TES: validating {fields.get('valuesets')} ValueSets"))
+            self._progress.update(
+                self._task, description=(f"TES: validating {fields.get('valuesets')} ValueSets")
+            )
         elif name in ("retry", "restart", "body_retry"):
             detail = ", ".join(f"{k}={v}" for k, v in fields.items())
             self._console.print(f"[yellow]{name}[/]: {detail}")
@@ -188,8 +201,9 @@ def build_session(settings: ClientSettings) -> requests.Session:
     adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=1)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
-    session.headers.update({"Accept": "application/fhir+json", "X-API-KEY": settings.api_key,
-                            "User-Agent": "refinery-fetch"})
+    session.headers.update(
+        {"Accept": "application/fhir+json", "X-API-KEY": settings.api_key, "User-Agent": "refinery-fetch"}
+    )
     session.trust_env = True
     return session
 
@@ -206,8 +220,12 @@ class SearchStats:
 class TESClient:
     """Searches ``ValueSet?status=active`` and yields every ValueSet exactly once."""
 
-    def __init__(self, settings: ClientSettings, reporter: Reporter | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        reporter: Reporter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings = settings
         self.reporter: Reporter = reporter or JsonLinesReporter()
         self.stats = SearchStats()
@@ -236,7 +254,8 @@ class TESClient:
                 return self._search()
             except _Expired:
                 raise UpstreamError(
-                    "TES paging expired (410) twice: the search could not be completed") from None
+                    "TES paging expired (410) twice: the search could not be completed"
+                ) from None
 
     def _search(self) -> list[dict[str, Any]]:
         first = f"{self.settings.base_url}/ValueSet?status=active&_count={self.settings.page_size}"
@@ -247,8 +266,10 @@ class TESClient:
         while url is not None:
             page_number += 1
             if page_number > self.settings.max_pages:
-                raise UpstreamError(f"TES paging exceeded {self.settings.max_pages} pages; "
-                                    "stopping (raise the page cap if this is expected)")
+                raise UpstreamError(
+                    f"TES paging exceeded {self.settings.max_pages} pages; "
+                    "stopping (raise the page cap if this is expected)"
+                )
             bundle = self._get_page(url)
             entries = list(self._entries(bundle))
             for resource in entries:
@@ -258,15 +279,14 @@ class TESClient:
                 found.setdefault(key, resource)
             next_url = self._next_link(bundle, url)
             self.stats.pages = page_number
-            self.reporter.event("page", page=page_number, entries=len(entries),
-                                valuesets=len(found))
+            self.reporter.event("page", page=page_number, entries=len(entries), valuesets=len(found))
             if next_url is not None:
                 if not entries:
-                    raise UpstreamError(f"TES page {page_number} has no entries but a next link: "
-                                        "refusing to page on")
+                    raise UpstreamError(
+                        f"TES page {page_number} has no entries but a next link: refusing to page on"
+                    )
                 if next_url in seen_links:
-                    raise UpstreamError(f"TES next link on page {page_number} was seen before: "
-                                        "paging loop")
+                    raise UpstreamError(f"TES next link on page {page_number} was seen before: paging loop")
                 seen_links.add(next_url)
             url = next_url
         return list(found.values())
@@ -281,8 +301,11 @@ class TESClient:
         for entry in bundle.get("entry") or []:
             resource = entry.get("resource") if isinstance(entry, dict) else None
             mode = (entry.get("search") or {}).get("mode") if isinstance(entry, dict) else None
-            if isinstance(resource, dict) and resource.get("resourceType") == "ValueSet" \
-                    and mode in (None, "match"):
+            if (
+                isinstance(resource, dict)
+                and resource.get("resourceType") == "ValueSet"
+                and mode in (None, "match")
+            ):
                 yield resource
             else:
                 self.stats.other_entries += 1
@@ -293,9 +316,11 @@ class TESClient:
                 resolved = urljoin(page_url, str(link["url"]))
                 parts = urlsplit(resolved)
                 if (parts.scheme, parts.netloc) != self._origin:
-                    raise UpstreamError("TES next link points to another origin "
-                                        f"({parts.scheme}://{parts.netloc}): refusing to send "
-                                        "the API key there")
+                    raise UpstreamError(
+                        "TES next link points to another origin "
+                        f"({parts.scheme}://{parts.netloc}): refusing to send "
+                        "the API key there"
+                    )
                 return resolved
         return None
 
@@ -308,58 +333,68 @@ class TESClient:
             except _BodyError as exc:
                 attempt += 1
                 if attempt > self.settings.retries:
-                    raise UpstreamError(f"TES answered an unusable page after {attempt} attempts: "
-                                        f"{exc}") from None
-                delay = min(self.settings.backoff_max,
-                            self.settings.backoff_factor * (2 ** (attempt - 1))
-                            + random.uniform(0, self.settings.backoff_jitter))
+                    raise UpstreamError(
+                        f"TES answered an unusable page after {attempt} attempts: {exc}"
+                    ) from None
+                delay = min(
+                    self.settings.backoff_max,
+                    self.settings.backoff_factor * (2 ** (attempt - 1))
+                    + random.uniform(0, self.settings.backoff_jitter),
+                )
                 self.stats.retries += 1
-                self.reporter.event("body_retry", attempt=attempt, reason=str(exc),
-                                    sleep_s=round(delay, 3))
+                self.reporter.event("body_retry", attempt=attempt, reason=str(exc), sleep_s=round(delay, 3))
                 self._sleep(delay)
 
     def _get_once(self, url: str) -> dict[str, Any]:
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         try:
             response = self._session.get(url, timeout=timeout, allow_redirects=False)
-        except (requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError) as exc:
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
             raise _BodyError(f"truncated body ({_reason(exc)})") from None
         except requests.exceptions.RetryError as exc:
-            raise UpstreamError(f"TES kept failing after {self.settings.retries} retries: "
-                                f"{_reason(exc)}") from None
+            raise UpstreamError(
+                f"TES kept failing after {self.settings.retries} retries: {_reason(exc)}"
+            ) from None
         except requests.exceptions.ConnectionError as exc:
-            raise UpstreamError(f"TES unreachable after {self.settings.retries} retries: "
-                                f"{_reason(exc)}") from None
+            raise UpstreamError(
+                f"TES unreachable after {self.settings.retries} retries: {_reason(exc)}"
+            ) from None
         except requests.exceptions.Timeout as exc:
-            raise UpstreamError(f"TES timed out after {self.settings.retries} retries: "
-                                f"{_reason(exc)}") from None
+            raise UpstreamError(
+                f"TES timed out after {self.settings.retries} retries: {_reason(exc)}"
+            ) from None
         except requests.exceptions.RequestException as exc:
             raise UpstreamError(f"TES request failed: {_reason(exc)}") from None
         history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
         if history:
             self.stats.retries += len(history)
-            self.reporter.event("retry", count=len(history), causes=[
-                str(item.status) if item.status else type(item.error).__name__
-                for item in history])
+            self.reporter.event(
+                "retry",
+                count=len(history),
+                causes=[str(item.status) if item.status else type(item.error).__name__ for item in history],
+            )
         try:
             if response.status_code == 410:
                 raise _Expired()
             if response.status_code in (401, 403):
-                raise UpstreamError(f"TES refused the API key (HTTP {response.status_code}): "
-                                    "check TES_API_KEY")
+                raise UpstreamError(
+                    f"TES refused the API key (HTTP {response.status_code}): check TES_API_KEY"
+                )
             if 300 <= response.status_code < 400:
-                raise UpstreamError(f"TES answered a redirect (HTTP {response.status_code}); "
-                                    "not following it with the API key")
+                raise UpstreamError(
+                    f"TES answered a redirect (HTTP {response.status_code}); "
+                    "not following it with the API key"
+                )
             if response.status_code != 200:
                 retried = " after retries" if response.status_code in RETRY_STATUSES else ""
-                raise UpstreamError(f"TES answered HTTP {response.status_code}{retried} "
-                                    f"for {_safe(url)}")
+                raise UpstreamError(f"TES answered HTTP {response.status_code}{retried} for {_safe(url)}")
             try:
                 body = response.content
-            except (requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError,
-                    requests.exceptions.ConnectionError) as exc:
+            except (
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+                requests.exceptions.ConnectionError,
+            ) as exc:
                 raise _BodyError(f"truncated body ({_reason(exc)})") from None
             try:
                 document = json.loads(body)

@@ -8,14 +8,11 @@ folder byte-identical.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
 
 from loaders.errors import RefineryError, UpstreamError
 from loaders.tes import classify, files
@@ -25,7 +22,6 @@ from loaders.tes.client import (
     SearchStats,
     TESClient,
     default_reporter,
-    settings_from_env,
 )
 
 
@@ -53,11 +49,18 @@ class FetchResult:
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"fetched": self.fetched, "valuesets": self.written, "ignored": self.ignored,
-                "invalid": self.invalid, "pages": self.stats.pages,
-                "retries": self.stats.retries, "restarts": self.stats.restarts,
-                "duplicates": self.stats.duplicates, **self.changes.summary(),
-                "seconds": round(self.seconds, 3)}
+        return {
+            "fetched": self.fetched,
+            "valuesets": self.written,
+            "ignored": self.ignored,
+            "invalid": self.invalid,
+            "pages": self.stats.pages,
+            "retries": self.stats.retries,
+            "restarts": self.stats.restarts,
+            "duplicates": self.stats.duplicates,
+            **self.changes.summary(),
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def sort_valuesets(resources: Iterable[Mapping[str, Any]], validate: bool = True) -> Sorted:
@@ -75,8 +78,11 @@ def sort_valuesets(resources: Iterable[Mapping[str, Any]], validate: bool = True
             reason = "not a JSON object"
         if reason is not None:
             mapping = resource if isinstance(resource, Mapping) else {}
-            invalid.append(files.InvalidRecord(category, _text(mapping.get("url")),
-                                               _text(mapping.get("version")), reason))
+            invalid.append(
+                files.InvalidRecord(
+                    category, _text(mapping.get("url")), _text(mapping.get("version")), reason
+                )
+            )
             continue
         groups.setdefault((str(category), str(resource["version"])), []).append(dict(resource))
     return Sorted(groups, ignored, invalid)
@@ -86,14 +92,25 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def fetch(out_dir: Path, settings: ClientSettings, *, dry_run: bool = False,
-          reporter: Reporter | None = None, part_limit: int = files.PART_LIMIT) -> FetchResult:
+def fetch(
+    out_dir: Path,
+    settings: ClientSettings,
+    *,
+    dry_run: bool = False,
+    reporter: Reporter | None = None,
+    part_limit: int = files.PART_LIMIT,
+) -> FetchResult:
     """Fetch, sort, write (or, on a dry run, only compare). Raises UpstreamError on failure."""
     started = time.monotonic()
     reporter = reporter or default_reporter()
     try:
-        reporter.event("start", base_url=settings.base_url, page_size=settings.page_size,
-                       out=str(out_dir), dry_run=dry_run)
+        reporter.event(
+            "start",
+            base_url=settings.base_url,
+            page_size=settings.page_size,
+            out=str(out_dir),
+            dry_run=dry_run,
+        )
         with TESClient(settings, reporter) as client:
             resources = client.search_valuesets()
             stats = client.stats
@@ -102,7 +119,8 @@ def fetch(out_dir: Path, settings: ClientSettings, *, dry_run: bool = False,
             if previous.get("record_count"):
                 raise UpstreamError(
                     "TES returned no active ValueSets although the previous fetch had "
-                    f"{previous['record_count']}: refusing to empty {out_dir}")
+                    f"{previous['record_count']}: refusing to empty {out_dir}"
+                )
         reporter.event("validate", valuesets=len(resources))
         result = sort_valuesets(resources)
         errors: dict[tuple[str, str], int] = {}
@@ -111,40 +129,33 @@ def fetch(out_dir: Path, settings: ClientSettings, *, dry_run: bool = False,
                 key = (record.category, record.version)
                 errors[key] = errors.get(key, 0) + 1
         for record in result.invalid:
-            reporter.event("invalid", category=record.category, url=record.url,
-                           version=record.version, reason=record.reason)
+            reporter.event(
+                "invalid",
+                category=record.category,
+                url=record.url,
+                version=record.version,
+                reason=record.reason,
+            )
         rendered = files.render(result.groups, errors, part_limit=part_limit)
         try:
-            changes = files.write(out_dir, rendered, invalid=result.invalid,
-                                  ignored_count=result.ignored, dry_run=dry_run)
+            changes = files.write(
+                out_dir, rendered, invalid=result.invalid, ignored_count=result.ignored, dry_run=dry_run
+            )
         except OSError as exc:
-            raise RefineryError(f"could not write {out_dir}: {exc.strerror or exc} "
-                                f"({exc.filename or out_dir}); the folder is unchanged") from None
-        outcome = FetchResult(len(resources), result.valid_count, result.ignored,
-                              len(result.invalid), stats, changes, time.monotonic() - started)
+            raise RefineryError(
+                f"could not write {out_dir}: {exc.strerror or exc} "
+                f"({exc.filename or out_dir}); the folder is unchanged"
+            ) from None
+        outcome = FetchResult(
+            len(resources),
+            result.valid_count,
+            result.ignored,
+            len(result.invalid),
+            stats,
+            changes,
+            time.monotonic() - started,
+        )
         reporter.event("done", **outcome.as_dict())
         return outcome
     finally:
         reporter.close()
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    settings = settings_from_env(args.base_url, args.page_size)
-    result = fetch(Path(args.out), settings, dry_run=args.dry_run)
-    changes = result.changes
-    verb = "would change" if args.dry_run else "changed"
-    state = (f"{verb}: {len(changes.new)} new, {len(changes.updated)} updated, "
-             f"{len(changes.deleted)} deleted, {len(changes.unchanged)} unchanged files"
-             if changes.changed else "no changes")
-    console = Console(highlight=False, soft_wrap=True)
-    console.print(f"fetched {result.fetched} ValueSets in {result.stats.pages} pages "
-                  f"({result.written} kept, {result.ignored} triggering ignored, "
-                  f"{result.invalid} invalid, {result.stats.retries} retries) "
-                  f"→ {args.out}: {state}")
-    for name in changes.new:
-        console.print(f"  new      {name}")
-    for name in changes.updated:
-        console.print(f"  updated  {name}")
-    for name in changes.deleted:
-        console.print(f"  deleted  {name}")
-    return 0

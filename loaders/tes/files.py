@@ -77,8 +77,7 @@ class InvalidRecord:
     reason: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"category": self.category, "url": self.url, "version": self.version,
-                "reason": self.reason}
+        return {"category": self.category, "url": self.url, "version": self.version, "reason": self.reason}
 
 
 @dataclass
@@ -97,9 +96,14 @@ class Changes:
         return bool(self.new or self.updated or self.deleted or self.manifest_changed)
 
     def summary(self) -> dict[str, Any]:
-        return {"new": self.new, "updated": self.updated, "deleted": self.deleted,
-                "unchanged": len(self.unchanged), "changed": self.changed,
-                "written": self.written}
+        return {
+            "new": self.new,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "unchanged": len(self.unchanged),
+            "changed": self.changed,
+            "written": self.written,
+        }
 
 
 def file_stem(category: str, version: str) -> str:
@@ -112,13 +116,11 @@ def _dumps(value: Any) -> str:
 
 
 def _document(metadata: Mapping[str, Any], encoded: Sequence[str]) -> bytes:
-    return ('{"metadata":' + _dumps(metadata) + ',"valuesets":[' + ",".join(encoded)
-            + "]}\n").encode("utf-8")
+    return ('{"metadata":' + _dumps(metadata) + ',"valuesets":[' + ",".join(encoded) + "]}\n").encode("utf-8")
 
 
 def _sort_key(resource: Mapping[str, Any]) -> tuple[str, str, str]:
-    return (str(resource.get("url", "")), str(resource.get("version", "")),
-            str(resource.get("id", "")))
+    return (str(resource.get("url", "")), str(resource.get("version", "")), str(resource.get("id", "")))
 
 
 def render(
@@ -135,7 +137,7 @@ def render(
     """
     errors = errors or {}
     files: list[RenderedFile] = []
-    for (category, version) in sorted(groups):
+    for category, version in sorted(groups):
         resources = sorted(groups[(category, version)], key=_sort_key)
         stem = file_stem(category, version)
         label = f"{category}_{version}"
@@ -143,15 +145,24 @@ def render(
         whole = _document({"category": label}, encoded)
         error_count = errors.get((category, version), 0)
         if len(whole) <= part_limit:
-            files.append(RenderedFile(f"{stem}.json", category, version, whole, len(encoded),
-                                      error_count))
+            files.append(RenderedFile(f"{stem}.json", category, version, whole, len(encoded), error_count))
             continue
-        chunks = _split(encoded, part_limit, overhead=len(_document(
-            {"category": label, "part": 99, "parts": 99}, [])))
+        chunks = _split(
+            encoded, part_limit, overhead=len(_document({"category": label, "part": 99, "parts": 99}, []))
+        )
         for index, chunk in enumerate(chunks, start=1):
             data = _document({"category": label, "part": index, "parts": len(chunks)}, chunk)
-            files.append(RenderedFile(f"{stem}.part{index:02d}.json", category, version, data,
-                                      len(chunk), error_count if index == 1 else 0, index))
+            files.append(
+                RenderedFile(
+                    f"{stem}.part{index:02d}.json",
+                    category,
+                    version,
+                    data,
+                    len(chunk),
+                    error_count if index == 1 else 0,
+                    index,
+                )
+            )
     files.sort(key=lambda item: item.name)
     return files
 
@@ -179,8 +190,9 @@ def build_manifest(
     last_updated_utc: str | None = None,
 ) -> dict[str, Any]:
     """The manifest document (``last_updated_utc`` is filled in when written)."""
-    ordered_invalid = sorted(invalid, key=lambda r: (r.category or "", r.url or "",
-                                                    r.version or "", r.reason))
+    ordered_invalid = sorted(
+        invalid, key=lambda r: (r.category or "", r.url or "", r.version or "", r.reason)
+    )
     return {
         "manifest_version": MANIFEST_VERSION,
         "last_updated_utc": last_updated_utc,
@@ -233,8 +245,11 @@ def plan(out_dir: Path, files: Sequence[RenderedFile], manifest: Mapping[str, An
         old = previous_files.get(item.name)
         if old is None:
             changes.new.append(item.name)
-        elif (not isinstance(old, Mapping) or old.get("sha256") != item.sha256
-              or _sha256_file(out_dir / item.name) != item.sha256):
+        elif (
+            not isinstance(old, Mapping)
+            or old.get("sha256") != item.sha256
+            or _sha256_file(out_dir / item.name) != item.sha256
+        ):
             changes.updated.append(item.name)
         else:
             changes.unchanged.append(item.name)
@@ -283,8 +298,10 @@ def write(
                 _write_bytes(target, item.data)
         if out_dir.is_dir():
             _carry_over(out_dir, staging, keep_out=previous_files | set(names) | {MANIFEST_NAME})
-        _write_bytes(staging / MANIFEST_NAME,
-                     (json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+        _write_bytes(
+            staging / MANIFEST_NAME,
+            (json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode("utf-8"),
+        )
         _fsync_dir(staging)
         _swap(staging, out_dir)
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from loaders.connection import DatabaseSettings
+from refinery.connection import DatabaseSettings
 from tests.conftest import REPO, env_for
 
 TES = "https://tes.example.org/fhir/ValueSet"
@@ -28,9 +28,9 @@ def refinery(
     env: Mapping[str, str] | None = None,
     timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m loaders.cli ARGS` in a subprocess pointed at `settings`."""
+    """`python -m refinery.cli ARGS` in a subprocess pointed at `settings`."""
     return subprocess.run(
-        [sys.executable, "-m", "loaders.cli", *args],
+        [sys.executable, "-m", "refinery.cli", *args],
         env={**env_for(settings), **(env or {})},
         cwd=REPO,
         capture_output=True,
@@ -44,7 +44,7 @@ def start_refinery(
     args: Sequence[str], settings: DatabaseSettings, *, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "loaders.cli", *args],
+        [sys.executable, "-m", "refinery.cli", *args],
         env={**env_for(settings), **(env or {})},
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -99,8 +99,9 @@ def table_hashes(
             key = f"{schema}.{name}"
             if key in exclude:
                 continue
-            where = sql.SQL("where t.status <> 'failed'" if (
-                key == "raw.loads" and without_failed_loads) else "")
+            where = sql.SQL(
+                "where t.status <> 'failed'" if (key == "raw.loads" and without_failed_loads) else ""
+            )
             count, digest = conn.execute(
                 sql.SQL(
                     "select count(*), md5(coalesce(string_agg(t::text, E'\\n' order by t::text), ''))"
@@ -154,7 +155,8 @@ def folder_state(folder: Path) -> dict[str, tuple[str, int]]:
     """sha256 and mtime (ns) of every file under `folder`, by relative path."""
     return {
         str(path.relative_to(folder)): (
-            hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+            path.stat().st_mtime_ns,
         )
         for path in sorted(folder.rglob("*"))
         if path.is_file()
@@ -170,7 +172,7 @@ def error_lines(stderr: str) -> list[str]:
 
 def synthetic_inputs(folder: Path, *, seed: int = 11) -> tuple[Path, Path]:
     """Small synthetic TES files and configurations: (tes_dir, configurations_file)."""
-    from loaders.tes.synthetic import SyntheticSpec, generate
+    from refinery.synthetic import SyntheticSpec, generate
 
     summary = generate(
         folder,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from loaders.connection import DatabaseSettings
+from refinery.connection import DatabaseSettings
 from tests.conftest import create_database, drop_database
 
 

@@ -1,6 +1,6 @@
 """A table-driven corpus of bad (and odd-but-valid) inputs for `refinery load tes|configurations`.
 
-Every case runs the real CLI (`python -m loaders.cli load ...`) in a subprocess against one
+Every case runs the real CLI (`python -m refinery.cli load ...`) in a subprocess against one
 database per module that already holds good TES data and configurations. A refused input must:
 
 - exit with the documented code (3 = invalid input, README "Exit codes");
@@ -34,9 +34,9 @@ from typing import Any
 
 import pytest
 
-from loaders.connection import DatabaseSettings
 from loaders.land.configurations import load_configurations
 from loaders.land.tes import load_tes
+from refinery.connection import DatabaseSettings
 from tests.reliability._helpers import (
     TES,
     error_lines,
@@ -136,41 +136,67 @@ def _markup_file_name(folder: Path) -> list[Path]:
 
 TES_CASES: dict[str, Bad] = {
     # unreadable files
-    "truncated fetch file": Bad("tes", _text("t.json", json.dumps(_fetch([valueset("a")]))[:-40]),
-                                "JSON at line 1"),
+    "truncated fetch file": Bad(
+        "tes", _text("t.json", json.dumps(_fetch([valueset("a")]))[:-40]), "JSON at line 1"
+    ),
     "empty file": Bad("tes", _text("empty.json", ""), "truncated JSON"),
     "whitespace only": Bad("tes", _text("blank.json", " \n\t\n"), "truncated JSON"),
-    "binary (PNG header)": Bad("tes", _text("image.json", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"),
-                               "unreadable JSON"),
-    "latin-1 bytes in a string": Bad("tes", _text("latin1.json", b'[{"title": "caf\xe9"}]'),
-                                     "unreadable JSON"),
+    "binary (PNG header)": Bad(
+        "tes", _text("image.json", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), "unreadable JSON"
+    ),
+    "latin-1 bytes in a string": Bad(
+        "tes", _text("latin1.json", b'[{"title": "caf\xe9"}]'), "unreadable JSON"
+    ),
     "trailing comma": Bad("tes", _text("comma.json", '[{"resourceType": "ValueSet"},]'), "invalid JSON"),
-    "NaN literal": Bad("tes", _raw_second('{"resourceType": "ValueSet", "url": "u", "version": "1",'
-                                          ' "x": NaN}'), "NaN"),
-    "Infinity literal": Bad("tes", _raw_second('{"resourceType": "ValueSet", "url": "u",'
-                                               ' "version": "1", "x": -Infinity}'), "Infinity"),
-    "5,000-digit integer": Bad("tes", _raw_second('{"resourceType": "ValueSet", "url": "u",'
-                                                  ' "version": "1", "x": ' + "9" * 5000 + "}"),
-                               "unreadable JSON"),
+    "NaN literal": Bad(
+        "tes", _raw_second('{"resourceType": "ValueSet", "url": "u", "version": "1", "x": NaN}'), "NaN"
+    ),
+    "Infinity literal": Bad(
+        "tes",
+        _raw_second('{"resourceType": "ValueSet", "url": "u", "version": "1", "x": -Infinity}'),
+        "Infinity",
+    ),
+    "5,000-digit integer": Bad(
+        "tes",
+        _raw_second('{"resourceType": "ValueSet", "url": "u", "version": "1", "x": ' + "9" * 5000 + "}"),
+        "unreadable JSON",
+    ),
     # documents that are not TES data
     "a JSON number": Bad("tes", _text("number.json", "42"), "not TES data"),
     "a foreign object": Bad("tes", _text("foreign.json", '{"hello": "world"}'), "not TES data"),
     "valuesets not a list": Bad("tes", _text("vs.json", '{"valuesets": {"a": 1}}'), "not a list"),
-    "Bundle.entry not a list": Bad("tes", _text("bundle.json",
-                                                '{"resourceType": "Bundle", "entry": {"x": 1}}'),
-                                   "Bundle.entry is not a list"),
+    "Bundle.entry not a list": Bad(
+        "tes",
+        _text("bundle.json", '{"resourceType": "Bundle", "entry": {"x": 1}}'),
+        "Bundle.entry is not a list",
+    ),
     "no such file": Bad("tes", _missing, "no such file or folder"),
     "folder without json": Bad("tes", _empty_folder, "holds no *.json"),
     # wrong resource types and shapes
-    "Patient among ValueSets": Bad("tes", _second({"resourceType": "Patient", "id": "p"}),
-                                   "not a ValueSet (resourceType 'Patient')", record=1),
+    "Patient among ValueSets": Bad(
+        "tes",
+        _second({"resourceType": "Patient", "id": "p"}),
+        "not a ValueSet (resourceType 'Patient')",
+        record=1,
+    ),
     "CodeSystem in a Bundle": Bad(
         "tes",
-        lambda folder: [write_json(folder / "bundle.json", {
-            "resourceType": "Bundle", "type": "searchset",
-            "entry": [{"resource": valueset("fine")},
-                      {"resource": {"resourceType": "CodeSystem", "url": "u", "version": "1"}}]})],
-        "not a ValueSet (resourceType 'CodeSystem')", record=1),
+        lambda folder: [
+            write_json(
+                folder / "bundle.json",
+                {
+                    "resourceType": "Bundle",
+                    "type": "searchset",
+                    "entry": [
+                        {"resource": valueset("fine")},
+                        {"resource": {"resourceType": "CodeSystem", "url": "u", "version": "1"}},
+                    ],
+                },
+            )
+        ],
+        "not a ValueSet (resourceType 'CodeSystem')",
+        record=1,
+    ),
     "null record": Bad("tes", _second(None), "not a ValueSet", record=1),
     "string record": Bad("tes", _second("ValueSet"), "not a ValueSet", record=1),
     "list record": Bad("tes", _second([valueset("nested")]), "not a ValueSet", record=1),
@@ -179,62 +205,92 @@ TES_CASES: dict[str, Bad] = {
     "no url": Bad("tes", _second(_without("url")), "has no url", record=1),
     "no version": Bad("tes", _second(_without("version")), "has no version", record=1),
     "url a number": Bad("tes", _second(_edit(lambda r: r.update(url=42))), "has no url", record=1),
-    "version a number": Bad("tes", _second(_edit(lambda r: r.update(version=1.0))),
-                            "has no version", record=1),
+    "version a number": Bad(
+        "tes", _second(_edit(lambda r: r.update(version=1.0))), "has no version", record=1
+    ),
     "blank url": Bad("tes", _second(_edit(lambda r: r.update(url="   "))), "has no url", record=1),
-    "compose a list": Bad("tes", _second(_edit(lambda r: r.update(compose=[]))),
-                          "compose is not an object", record=1),
-    "include not a list": Bad("tes", _second(_edit(lambda r: r["compose"].update(include={}))),
-                              "compose.include is not a list", record=1),
-    "exclude not a list": Bad("tes", _second(_edit(lambda r: r["compose"].update(exclude="x"))),
-                              "compose.exclude is not a list", record=1),
-    "include entry a string": Bad("tes", _second(_edit(lambda r: r["compose"].update(include=["x"]))),
-                                  "compose.include[0] is not an object", record=1),
-    "system a number": Bad("tes", _second(_include(lambda i: i.update(system=96))),
-                           "system is not a string", record=1),
-    "valueSet refs not strings": Bad("tes", _second(_include(lambda i: i.update(valueSet=[1]))),
-                                     "valueSet is not a list of strings", record=1),
-    "concept not a list": Bad("tes", _second(_concepts({"code": "1"})), "concept is not a list",
-                              record=1),
-    "concept entry a string": Bad("tes", _second(_concepts(["1"])), "concept[0] is not an object",
-                                  record=1),
-    "code a number": Bad("tes", _second(_concepts([{"code": 840539006}])),
-                         "code is not a non-empty string", record=1),
-    "code empty": Bad("tes", _second(_concepts([{"code": ""}])), "code is not a non-empty string",
-                      record=1),
-    "code missing": Bad("tes", _second(_concepts([{"display": "no code"}])),
-                        "code is not a non-empty string", record=1),
+    "compose a list": Bad(
+        "tes", _second(_edit(lambda r: r.update(compose=[]))), "compose is not an object", record=1
+    ),
+    "include not a list": Bad(
+        "tes",
+        _second(_edit(lambda r: r["compose"].update(include={}))),
+        "compose.include is not a list",
+        record=1,
+    ),
+    "exclude not a list": Bad(
+        "tes",
+        _second(_edit(lambda r: r["compose"].update(exclude="x"))),
+        "compose.exclude is not a list",
+        record=1,
+    ),
+    "include entry a string": Bad(
+        "tes",
+        _second(_edit(lambda r: r["compose"].update(include=["x"]))),
+        "compose.include[0] is not an object",
+        record=1,
+    ),
+    "system a number": Bad(
+        "tes", _second(_include(lambda i: i.update(system=96))), "system is not a string", record=1
+    ),
+    "valueSet refs not strings": Bad(
+        "tes",
+        _second(_include(lambda i: i.update(valueSet=[1]))),
+        "valueSet is not a list of strings",
+        record=1,
+    ),
+    "concept not a list": Bad("tes", _second(_concepts({"code": "1"})), "concept is not a list", record=1),
+    "concept entry a string": Bad("tes", _second(_concepts(["1"])), "concept[0] is not an object", record=1),
+    "code a number": Bad(
+        "tes", _second(_concepts([{"code": 840539006}])), "code is not a non-empty string", record=1
+    ),
+    "code empty": Bad("tes", _second(_concepts([{"code": ""}])), "code is not a non-empty string", record=1),
+    "code missing": Bad(
+        "tes", _second(_concepts([{"display": "no code"}])), "code is not a non-empty string", record=1
+    ),
     # characters PostgreSQL cannot store
     "NUL in a title": Bad("tes", _second(_edit(lambda r: r.update(title="a\u0000b"))), "NUL", record=1),
     "NUL in a code": Bad("tes", _second(_concepts([{"code": "12\u00003"}])), "NUL", record=1),
     "NUL in a key": Bad("tes", _second(_edit(lambda r: r.update({"ext\u0000": 1}))), "NUL", record=1),
-    "lone surrogate": Bad("tes", _raw_second('{"resourceType": "ValueSet", "url": "u", "version": "1",'
-                                             ' "title": "\\ud800"}'), "surrogate", record=1),
+    "lone surrogate": Bad(
+        "tes",
+        _raw_second('{"resourceType": "ValueSet", "url": "u", "version": "1", "title": "\\ud800"}'),
+        "surrogate",
+        record=1,
+    ),
     # duplicates
     "two contents, one url|version, one file": Bad(
-        "tes", _second(valueset("fine-0", codes=["other"])), "same url|version", record=0),
-    "two contents, one url|version, two files": Bad("tes", _two_files, "same url|version",
-                                                    names=(0, 1)),
+        "tes", _second(valueset("fine-0", codes=["other"])), "same url|version", record=0
+    ),
+    "two contents, one url|version, two files": Bad("tes", _two_files, "same url|version", names=(0, 1)),
     # hostile text in the message itself
     "rich markup in the file name": Bad("tes", _markup_file_name, "has no version", record=0),
-    "rich markup in the url": Bad("tes", _second(_edit(lambda r: (r.update(url="u/[/bogus]"),
-                                                                  r.pop("version")))),
-                                  "has no version", record=1),
-    "newline in the url": Bad("tes", _second(_edit(lambda r: (r.update(url="u/a\nb"),
-                                                              r.pop("version")))),
-                              "has no version", record=1),
-    "terminal escape in the url": Bad("tes", _second(_edit(lambda r: (r.update(url="u/\u001b[2J"),
-                                                                      r.pop("version")))),
-                                      "has no version", record=1),
+    "rich markup in the url": Bad(
+        "tes",
+        _second(_edit(lambda r: (r.update(url="u/[/bogus]"), r.pop("version")))),
+        "has no version",
+        record=1,
+    ),
+    "newline in the url": Bad(
+        "tes",
+        _second(_edit(lambda r: (r.update(url="u/a\nb"), r.pop("version")))),
+        "has no version",
+        record=1,
+    ),
+    "terminal escape in the url": Bad(
+        "tes",
+        _second(_edit(lambda r: (r.update(url="u/\u001b[2J"), r.pop("version")))),
+        "has no version",
+        record=1,
+    ),
     # pathological but refused cleanly: deep nesting, out-of-range numbers, over-long keys
-    "nesting 100,000 deep": Bad(
-        "tes", _text("deep.json", "[" * 100_000 + "]" * 100_000), "JSON"),
+    "nesting 100,000 deep": Bad("tes", _text("deep.json", "[" * 100_000 + "]" * 100_000), "JSON"),
     "number overflowing a double": Bad(
-        "tes", _raw_second('{"resourceType": "ValueSet", "url": "u", "version": "1", "x": 1e400}'),
-        "record 1"),
+        "tes", _raw_second('{"resourceType": "ValueSet", "url": "u", "version": "1", "x": 1e400}'), "record 1"
+    ),
     "incompressible 10 KB url": Bad(
-        "tes", _second(_edit(lambda r: r.update(url=f"{TES}/{secrets.token_hex(5000)}"))), "url",
-        record=1),
+        "tes", _second(_edit(lambda r: r.update(url=f"{TES}/{secrets.token_hex(5000)}"))), "url", record=1
+    ),
 }
 
 
@@ -268,64 +324,96 @@ CSV_HEADER = "id,jurisdiction_id,child_grouper_url,child_grouper_version,is_acti
 
 CONFIGURATION_CASES: dict[str, Bad] = {
     "empty file": Bad("configurations", _text("c.json", ""), "invalid JSON"),
-    "truncated": Bad("configurations", _text("c.json", json.dumps([_configuration()])[:-3]),
-                     "invalid JSON"),
+    "truncated": Bad("configurations", _text("c.json", json.dumps([_configuration()])[:-3]), "invalid JSON"),
     "not UTF-8": Bad("configurations", _text("c.json", b"\xff\xfe[\x00{\x00"), "not UTF-8"),
-    "an object, not a list": Bad("configurations", _text("c.json", json.dumps(_configuration())),
-                                 "expected a JSON list"),
+    "an object, not a list": Bad(
+        "configurations", _text("c.json", json.dumps(_configuration())), "expected a JSON list"
+    ),
     "record a string": Bad("configurations", _configs("id=2"), "not an object", record=1),
     "missing id": Bad("configurations", _configs(_configuration(id=_DROP)), "missing id", record=1),
-    "missing jurisdiction_id": Bad("configurations", _configs(_configuration(jurisdiction_id=_DROP)),
-                                   "missing jurisdiction_id", record=1),
-    "blank jurisdiction_id": Bad("configurations", _configs(_configuration(jurisdiction_id=" ")),
-                                 "missing jurisdiction_id", record=1),
-    "missing child url": Bad("configurations", _configs(_configuration(child_grouper_url=None)),
-                             "missing child_grouper_url", record=1),
-    "missing child version": Bad("configurations",
-                                 _configs(_configuration(child_grouper_version=_DROP)),
-                                 "missing child_grouper_version", record=1),
-    "id a string": Bad("configurations", _configs(_configuration(id="12")), "id must be an integer",
-                       record=1),
-    "id a float": Bad("configurations", _configs(_configuration(id=1.5)), "id must be an integer",
-                      record=1),
-    "id a boolean": Bad("configurations", _configs(_configuration(id=True)), "id must be an integer",
-                        record=1),
-    "is_active a string": Bad("configurations", _configs(_configuration(is_active="yes")),
-                              "is_active must be true or false", record=1),
-    "codes a string": Bad("configurations", _configs(_configuration(loinc_codes="1234-5")),
-                          "loinc_codes must be a list of strings", record=1),
-    "a code a number": Bad("configurations", _configs(_configuration(snomed_codes=["1", 2])),
-                           "snomed_codes[1] must be a non-empty string", record=1),
+    "missing jurisdiction_id": Bad(
+        "configurations", _configs(_configuration(jurisdiction_id=_DROP)), "missing jurisdiction_id", record=1
+    ),
+    "blank jurisdiction_id": Bad(
+        "configurations", _configs(_configuration(jurisdiction_id=" ")), "missing jurisdiction_id", record=1
+    ),
+    "missing child url": Bad(
+        "configurations",
+        _configs(_configuration(child_grouper_url=None)),
+        "missing child_grouper_url",
+        record=1,
+    ),
+    "missing child version": Bad(
+        "configurations",
+        _configs(_configuration(child_grouper_version=_DROP)),
+        "missing child_grouper_version",
+        record=1,
+    ),
+    "id a string": Bad(
+        "configurations", _configs(_configuration(id="12")), "id must be an integer", record=1
+    ),
+    "id a float": Bad("configurations", _configs(_configuration(id=1.5)), "id must be an integer", record=1),
+    "id a boolean": Bad(
+        "configurations", _configs(_configuration(id=True)), "id must be an integer", record=1
+    ),
+    "is_active a string": Bad(
+        "configurations",
+        _configs(_configuration(is_active="yes")),
+        "is_active must be true or false",
+        record=1,
+    ),
+    "codes a string": Bad(
+        "configurations",
+        _configs(_configuration(loinc_codes="1234-5")),
+        "loinc_codes must be a list of strings",
+        record=1,
+    ),
+    "a code a number": Bad(
+        "configurations",
+        _configs(_configuration(snomed_codes=["1", 2])),
+        "snomed_codes[1] must be a non-empty string",
+        record=1,
+    ),
     "duplicate id": Bad("configurations", _configs(_configuration(id=1)), "duplicate id", record=1),
-    "unknown field": Bad("configurations", _configs(_configuration(tenant="x")), "unknown field",
-                         record=1),
-    "NUL in a name": Bad("configurations", _configs(_configuration(display_name_override="a\u0000")),
-                         "NUL", record=1),
-    "NUL in a code": Bad("configurations", _configs(_configuration(icd10_codes=["A\u000001"])), "NUL",
-                         record=1),
-    "not a timestamp": Bad("configurations", _configs(_configuration(updated_at="yesterday")),
-                           "ISO 8601", record=1),
-    "timestamp without zone": Bad("configurations",
-                                  _configs(_configuration(created_at="2025-01-01T00:00:00")),
-                                  "time zone", record=1),
-    "CSV without a required column": Bad("configurations", _csv("id,jurisdiction_id\n1,CA\n"),
-                                         "CSV header lacks"),
-    "CSV row with extra cells": Bad("configurations",
-                                    _csv(CSV_HEADER + "1,CA,u,1,true,,surplus\n"), "more cells",
-                                    record=0),
-    "CSV bad boolean": Bad("configurations", _csv(CSV_HEADER + "1,CA,u,1,maybe,\n"),
-                           "is_active must be true or false", record=0),
-    "CSV id not a number": Bad("configurations", _csv(CSV_HEADER + "x1,CA,u,1,true,\n"),
-                               "id must be an integer", record=0),
-    "rich markup in an id": Bad("configurations", _configs(_configuration(id="[/x] [bold]")),
-                                "(id [/x] [bold]): id must be an integer", record=1),
+    "unknown field": Bad("configurations", _configs(_configuration(tenant="x")), "unknown field", record=1),
+    "NUL in a name": Bad(
+        "configurations", _configs(_configuration(display_name_override="a\u0000")), "NUL", record=1
+    ),
+    "NUL in a code": Bad(
+        "configurations", _configs(_configuration(icd10_codes=["A\u000001"])), "NUL", record=1
+    ),
+    "not a timestamp": Bad(
+        "configurations", _configs(_configuration(updated_at="yesterday")), "ISO 8601", record=1
+    ),
+    "timestamp without zone": Bad(
+        "configurations", _configs(_configuration(created_at="2025-01-01T00:00:00")), "time zone", record=1
+    ),
+    "CSV without a required column": Bad(
+        "configurations", _csv("id,jurisdiction_id\n1,CA\n"), "CSV header lacks"
+    ),
+    "CSV row with extra cells": Bad(
+        "configurations", _csv(CSV_HEADER + "1,CA,u,1,true,,surplus\n"), "more cells", record=0
+    ),
+    "CSV bad boolean": Bad(
+        "configurations", _csv(CSV_HEADER + "1,CA,u,1,maybe,\n"), "is_active must be true or false", record=0
+    ),
+    "CSV id not a number": Bad(
+        "configurations", _csv(CSV_HEADER + "x1,CA,u,1,true,\n"), "id must be an integer", record=0
+    ),
+    "rich markup in an id": Bad(
+        "configurations",
+        _configs(_configuration(id="[/x] [bold]")),
+        "(id [/x] [bold]): id must be an integer",
+        record=1,
+    ),
     "no such file": Bad("configurations", _missing, "cannot read file"),
-    "id beyond bigint": Bad("configurations", _configs(_configuration(id=2**70)),
-                            "does not fit in a 64-bit integer", record=1),
-    "version beyond integer": Bad("configurations", _configs(_configuration(version=2**40)), "version",
-                                  record=1),
-    "nesting 100,000 deep": Bad(
-        "configurations", _text("deep.json", "[" * 100_000 + "]" * 100_000), "JSON"),
+    "id beyond bigint": Bad(
+        "configurations", _configs(_configuration(id=2**70)), "does not fit in a 64-bit integer", record=1
+    ),
+    "version beyond integer": Bad(
+        "configurations", _configs(_configuration(version=2**40)), "version", record=1
+    ),
+    "nesting 100,000 deep": Bad("configurations", _text("deep.json", "[" * 100_000 + "]" * 100_000), "JSON"),
 }
 
 BAD_CASES = {f"tes: {k}": v for k, v in TES_CASES.items()} | {
@@ -347,12 +435,17 @@ def loaded(module_database: DatabaseSettings, tmp_path_factory: pytest.TempPathF
     load_tes([good], module_database)
     mixed = write_json(folder / "mixed.json", [valueset("good-5"), _without("url")])
     load_tes([mixed], module_database, skip_invalid=True)
-    configurations = write_json(folder / "configurations.json",
-                                [_configuration(id=n, jurisdiction_id=j) for n, j in ((1, "CA"), (2, "TX"))])
+    configurations = write_json(
+        folder / "configurations.json",
+        [_configuration(id=n, jurisdiction_id=j) for n, j in ((1, "CA"), (2, "TX"))],
+    )
     load_configurations(configurations, module_database)
-    counts = query(module_database, "select (select count(*) from raw.tes_valuesets),"
-                                    " (select count(*) from raw.configurations),"
-                                    " (select count(*) from raw.rejected_records)")
+    counts = query(
+        module_database,
+        "select (select count(*) from raw.tes_valuesets),"
+        " (select count(*) from raw.configurations),"
+        " (select count(*) from raw.rejected_records)",
+    )
     assert counts == [(6, 2, 1)]
     return module_database
 
@@ -421,18 +514,25 @@ def test_bad_input_is_refused_with_one_clear_line(name: str, batch: Batch) -> No
     assert result.returncode == case.exit_code, (result.returncode, result.stderr[-2000:])
     _assert_one_clear_line(result.stderr, outcome.paths, case)
     assert result.stdout == ""
-    recorded = [row for row in batch.loads_after[len(batch.loads_before):]
-                if row[3] and str(outcome.paths[0]) in row[3]]
+    recorded = [
+        row
+        for row in batch.loads_after[len(batch.loads_before) :]
+        if row[3] and str(outcome.paths[0]) in row[3]
+    ]
     assert len(recorded) <= 1
     assert all(kind == case.kind and status == "failed" for _, kind, status, _ in recorded)
 
 
 def test_refused_inputs_left_every_raw_table_unchanged(batch: Batch) -> None:
     assert batch.after == batch.before
-    assert set(batch.after) >= {"raw.tes_valuesets", "raw.configurations", "raw.loads",
-                                "raw.rejected_records"}
+    assert set(batch.after) >= {
+        "raw.tes_valuesets",
+        "raw.configurations",
+        "raw.loads",
+        "raw.rejected_records",
+    }
     assert batch.loads_after[: len(batch.loads_before)] == batch.loads_before
-    new_rows = batch.loads_after[len(batch.loads_before):]
+    new_rows = batch.loads_after[len(batch.loads_before) :]
     assert {status for _, _, status, _ in new_rows} <= {"failed"}
     assert len(new_rows) <= len(BAD_CASES)
 
@@ -447,7 +547,8 @@ def _huge(folder: Path) -> list[dict[str, Any]]:
 def _unknown_systems(folder: Path) -> list[dict[str, Any]]:
     record = valueset("unknown-systems", system="urn:example:made-up-system")
     record["compose"]["include"].append(
-        {"system": "http://example.org/not-a-real-terminology", "concept": [{"code": "X-1"}]})
+        {"system": "http://example.org/not-a-real-terminology", "concept": [{"code": "X-1"}]}
+    )
     return [record]
 
 
@@ -469,9 +570,14 @@ def _long_strings(folder: Path) -> list[dict[str, Any]]:
 
 
 def _hostile(folder: Path) -> list[dict[str, Any]]:
-    return [valueset("hostile-'); drop table raw.loads; --", "1.0'$$\\",
-                     codes=["'); drop table raw.loads; --", "$$ $x$", "\\\\N", "\\.", "🦠", "\u202eabc"],
-                     title='Robert"); drop table raw.tes_valuesets; -- 𝕳 مرحبا')]
+    return [
+        valueset(
+            "hostile-'); drop table raw.loads; --",
+            "1.0'$$\\",
+            codes=["'); drop table raw.loads; --", "$$ $x$", "\\\\N", "\\.", "🦠", "\u202eabc"],
+            title='Robert"); drop table raw.tes_valuesets; -- 𝕳 مرحبا',
+        )
+    ]
 
 
 VALID_CASES: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
@@ -498,8 +604,11 @@ def test_odd_but_valid_input_loads_as_data(name: str, loaded: DatabaseSettings, 
     assert second.returncode == 0 and f"{len(records)} unchanged" in second.stdout
     assert query(loaded, "select count(*) from raw.tes_valuesets")[0][0] == before + len(records)
     for record in records:
-        stored = query(loaded, "select resource from raw.tes_valuesets where canonical_url = %s"
-                               " and version = %s", (record["url"], record["version"]))
+        stored = query(
+            loaded,
+            "select resource from raw.tes_valuesets where canonical_url = %s and version = %s",
+            (record["url"], record["version"]),
+        )
         assert stored == [(record,)]
 
 
@@ -509,8 +618,9 @@ def test_utf8_bom_and_an_identical_duplicate_load_once(loaded: DatabaseSettings,
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(_fetch([record, record])).encode())
     result = refinery(["load", "tes", str(path)], loaded)
     assert result.returncode == 0, result.stderr
-    assert query(loaded, "select count(*) from raw.tes_valuesets where canonical_url = %s",
-                 (record["url"],)) == [(1,)]
+    assert query(
+        loaded, "select count(*) from raw.tes_valuesets where canonical_url = %s", (record["url"],)
+    ) == [(1,)]
 
 
 def test_the_corpus_is_broad() -> None:

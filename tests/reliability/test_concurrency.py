@@ -26,8 +26,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from loaders.connection import DatabaseSettings
 from loaders.land.lock import LOAD_LOCK_KEY
+from refinery.connection import DatabaseSettings
 from tests.reliability._helpers import (
     cache_rows,
     error_lines,
@@ -46,13 +46,15 @@ from tests.reliability._helpers import (
 
 
 def _lock_held(settings: DatabaseSettings) -> bool:
-    return bool(query(
-        settings,
-        "select count(*) from pg_locks where locktype = 'advisory' and granted"
-        " and classid = %s and objid = %s and objsubid = 1"
-        " and database = (select oid from pg_database where datname = current_database())",
-        (LOAD_LOCK_KEY >> 32, LOAD_LOCK_KEY & 0xFFFFFFFF),
-    )[0][0])
+    return bool(
+        query(
+            settings,
+            "select count(*) from pg_locks where locktype = 'advisory' and granted"
+            " and classid = %s and objid = %s and objsubid = 1"
+            " and database = (select oid from pg_database where datname = current_database())",
+            (LOAD_LOCK_KEY >> 32, LOAD_LOCK_KEY & 0xFFFFFFFF),
+        )[0][0]
+    )
 
 
 def _wait(condition: Any, timeout: float = 60, what: str = "condition") -> None:
@@ -74,8 +76,12 @@ def test_two_loaders_at_once_the_second_exits_4_and_writes_nothing(
     settings = module_database
     first_file = write_json(tmp_path / "first.json", [valueset(f"first-{n}") for n in range(10)])
     second_file = write_json(tmp_path / "second.json", [valueset("second")])
-    assert refinery(["load", "tes", str(write_json(tmp_path / "seed.json", [valueset("seed")]))],
-                    settings).returncode == 0
+    assert (
+        refinery(
+            ["load", "tes", str(write_json(tmp_path / "seed.json", [valueset("seed")]))], settings
+        ).returncode
+        == 0
+    )
     with psycopg.connect(settings.conninfo()) as blocker:
         # the first loader takes the lock, then waits on this table lock inside its transaction
         blocker.execute("lock table raw.tes_valuesets in share mode")
@@ -101,8 +107,7 @@ def test_two_loaders_at_once_the_second_exits_4_and_writes_nothing(
     urls = {row[0].rsplit("/", 1)[1] for row in stored}
     assert urls == {"seed", *(f"first-{n}" for n in range(10))}
     statuses = [(kind, status) for _, kind, status, _ in loads(settings)]
-    assert sorted(statuses[-3:]) == [("configurations", "failed"), ("tes", "failed"),
-                                     ("tes", "succeeded")]
+    assert sorted(statuses[-3:]) == [("configurations", "failed"), ("tes", "failed"), ("tes", "succeeded")]
     execute(settings, "truncate raw.tes_valuesets, raw.configurations, raw.rejected_records, raw.loads")
 
 
@@ -120,11 +125,20 @@ def test_a_load_during_a_build_each_model_sees_all_or_nothing_of_it(
     changed = mutated_configurations(configurations, tmp_path / "changed.json")
 
     build = start_refinery(["build"], settings)
-    _wait(lambda: bool(query(
-        settings,
-        "select count(*) from pg_stat_activity where datname = current_database()"
-        " and query like '%%\"node_id\": \"model.refinery.%%'",
-    )[0][0]) or build.poll() is not None, timeout=300, what="dbt to start a model")
+    _wait(
+        lambda: (
+            bool(
+                query(
+                    settings,
+                    "select count(*) from pg_stat_activity where datname = current_database()"
+                    ' and query like \'%%"node_id": "model.refinery.%%\'',
+                )[0][0]
+            )
+            or build.poll() is not None
+        ),
+        timeout=300,
+        what="dbt to start a model",
+    )
     assert build.poll() is None, "the build ended before a model ran"
     load = refinery(["load", "configurations", str(changed)], settings)
     out, _ = build.communicate(timeout=600)
@@ -133,7 +147,8 @@ def test_a_load_during_a_build_each_model_sees_all_or_nothing_of_it(
     assert build.returncode in (0, 1), out[-3000:]
     built_ids = sorted(row[0] for row in query(settings, "select id from refiner.configurations"))
     assert built_ids in (_configuration_ids(configurations), _configuration_ids(changed)), (
-        "refiner.configurations mixes two snapshots")
+        "refiner.configurations mixes two snapshots"
+    )
 
 
 def test_two_builds_at_once_then_the_cache_equals_a_full_refresh(
@@ -142,8 +157,10 @@ def test_two_builds_at_once_then_the_cache_equals_a_full_refresh(
     settings = module_database
     builds: list[subprocess.Popen[str]] = []
     for number in range(2):
-        env = {"DBT_TARGET_PATH": str(tmp_path / f"target{number}"),
-               "DBT_LOG_PATH": str(tmp_path / f"logs{number}")}
+        env = {
+            "DBT_TARGET_PATH": str(tmp_path / f"target{number}"),
+            "DBT_LOG_PATH": str(tmp_path / f"logs{number}"),
+        }
         builds.append(start_refinery(["build"], settings, env=env))
     outcomes = [(build.wait(timeout=900), build.communicate()[0]) for build in builds]
     codes = sorted(code for code, _ in outcomes)
@@ -156,5 +173,11 @@ def test_two_builds_at_once_then_the_cache_equals_a_full_refresh(
     full = refinery(["build", "--full-refresh", "--select", "refinement_cache"], settings, timeout=600)
     assert full.returncode == 0, full.stdout[-3000:]
     assert after_both and after_both == cache_rows(settings)
-    assert query(settings, "select relname from pg_class where relkind in ('r', 'v', 'm')"
-                           " and (relname like '%%dbt\\_tmp' or relname like '%%dbt\\_backup')") == []
+    assert (
+        query(
+            settings,
+            "select relname from pg_class where relkind in ('r', 'v', 'm')"
+            " and (relname like '%%dbt\\_tmp' or relname like '%%dbt\\_backup')",
+        )
+        == []
+    )

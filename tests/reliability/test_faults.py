@@ -23,11 +23,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from loaders import cli, connection, embedded
-from loaders.connection import DatabaseSettings
 from loaders.land.reader import content_sha256
-from loaders.tes import files, synthetic
-from loaders.tes.fake_server import FakeTES, Fault
+from loaders.tes import files
+from refinery import cli, connection, embedded, synthetic
+from refinery.connection import DatabaseSettings
+from refinery.testing.fake_tes import FakeTES, Fault
 from tests.conftest import free_port
 from tests.reliability._helpers import (
     cache_rows,
@@ -48,8 +48,14 @@ from tests.reliability._helpers import (
 
 KEY = "reliability-key-4e1d"
 # the cache, its ancestors, their tests and everything the cache's singular tests read: cheaper builds
-CACHE = ("--select", "+refinement_cache", "+assert_refinement_cache_matches_recomputation",
-         "+assert_refinement_cache_populated", "--indirect-selection", "buildable")
+CACHE = (
+    "--select",
+    "+refinement_cache",
+    "+assert_refinement_cache_matches_recomputation",
+    "+assert_refinement_cache_populated",
+    "--indirect-selection",
+    "buildable",
+)
 SPEC = synthetic.SyntheticSpec(seed=5, conditions=25, jurisdictions=1, configurations_per_jurisdiction=5)
 
 
@@ -65,8 +71,7 @@ def fetch_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _revised(valuesets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every ValueSet with another title: every category file changes."""
-    return [{**record, "title": f"{record.get('title', '')} (revised {'x' * 200})"}
-            for record in valuesets]
+    return [{**record, "title": f"{record.get('title', '')} (revised {'x' * 200})"} for record in valuesets]
 
 
 # --- the fetch -------------------------------------------------------------------------------------
@@ -88,7 +93,7 @@ def test_a_server_slower_than_the_read_timeout_fails_cleanly_and_touches_nothing
     err = capsys.readouterr().err
     assert code == 5
     assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, err
-    assert "loaders/cli.py" not in err  # (the fake server's own thread may log a broken pipe)
+    assert "refinery/cli.py" not in err  # (the fake server's own thread may log a broken pipe)
     # one request and TES_RETRIES=2 retries, each cut at the 0.4 s read timeout: bounded
     assert 3 * 0.4 <= elapsed < 10
     assert folder_state(out) == before
@@ -113,8 +118,12 @@ def tiny_disk(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     size = (_bytes_of(probe) * 3 // 2 // 4096 + 1) * 4096
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
-                             capture_output=True, text=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -144,7 +153,7 @@ def test_disk_full_under_the_staging_folder_leaves_the_folder_untouched(
 
     err = capsys.readouterr().err
     lines = [line for line in error_lines(err) if line.startswith("error:")]
-    assert code != 0 and len(lines) == 1 and "loaders/cli.py" not in err
+    assert code != 0 and len(lines) == 1 and "refinery/cli.py" not in err
     assert "No space left on device" in lines[0] and "unchanged" in lines[0]
     assert folder_state(out) == before
     assert sorted(p.name for p in disk.iterdir()) == ["tes"], "a staging folder was left behind"
@@ -176,7 +185,7 @@ def test_enospc_midway_through_the_staging_files_leaves_the_folder_untouched(
     capsys.readouterr()
     code = _fetch_into(out, _revised(valuesets))
     err = capsys.readouterr().err
-    assert code != 0 and "No space left on device" in err and "loaders/cli.py" not in err
+    assert code != 0 and "No space left on device" in err and "refinery/cli.py" not in err
     assert len(written) == 3 and all(path.parent != out for path in written)
     assert folder_state(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tes"]
@@ -188,8 +197,10 @@ def test_enospc_midway_through_the_staging_files_leaves_the_folder_untouched(
 def _big_tes(folder: Path, files_count: int = 10, per_file: int = 120) -> list[Path]:
     codes = [f"{n:08d}" for n in range(400)]
     return [
-        write_json(folder / f"big_{f:02d}.json",
-                   {"valuesets": [valueset(f"big-{f}-{n}", codes=codes) for n in range(per_file)]})
+        write_json(
+            folder / f"big_{f:02d}.json",
+            {"valuesets": [valueset(f"big-{f}-{n}", codes=codes) for n in range(per_file)]},
+        )
         for f in range(files_count)
     ]
 
@@ -204,12 +215,17 @@ def _expected_keys(paths: list[Path]) -> set[tuple[str, str, str]]:
 
 
 def _stored_keys(settings: DatabaseSettings) -> list[tuple[str, str, str]]:
-    return [tuple(row) for row in query(  # type: ignore[misc]
-        settings, "select canonical_url, version, resource_sha256 from raw.tes_valuesets")]
+    return [
+        tuple(row)
+        for row in query(  # type: ignore[misc]
+            settings, "select canonical_url, version, resource_sha256 from raw.tes_valuesets"
+        )
+    ]
 
 
-def _wait_for(settings: DatabaseSettings, pattern: str, process: subprocess.Popen[str],
-              timeout: float = 60) -> int | None:
+def _wait_for(
+    settings: DatabaseSettings, pattern: str, process: subprocess.Popen[str], timeout: float = 60
+) -> int | None:
     """The pid of an active backend whose query matches `pattern` (ILIKE), polling."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(settings.conninfo(), autocommit=True) as admin:
@@ -311,7 +327,9 @@ def _kill_server() -> None:
     subprocess.run(
         [str(embedded._bin() / "pg_ctl"), "-D", str(embedded.data_dir()), "-m", "immediate", "-w", "stop"],
         user=embedded.SYSTEM_USER if os.geteuid() == 0 else None,
-        check=True, capture_output=True, timeout=60,
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     assert not embedded.status().running
 
@@ -365,7 +383,8 @@ def test_server_killed_between_load_and_build_then_the_next_run_converges(
     expected = _expected_keys([path for path in tes_dir.glob("*.json") if path.name != "manifest.json"])
     assert len(stored) == len(set(stored)) and set(stored) == expected
     assert query(settings, "select count(*) from raw.configurations")[0][0] == len(
-        json.loads(configurations.read_text()))
+        json.loads(configurations.read_text())
+    )
     rows = cache_rows(settings)
     assert rows and len({(r["snomed_code"], r["jurisdiction_id"]) for r in rows}) == len(rows)
 
@@ -407,6 +426,9 @@ def test_build_killed_while_refinement_cache_runs_then_rerun_converges(
     assert full.returncode == 0, full.stdout[-3000:]
     assert converged == cache_rows(settings)
     assert converged != before_kill
-    leftovers = query(settings, "select relname from pg_class where relkind in ('r', 'v', 'm')"
-                                " and (relname like '%%dbt\\_tmp' or relname like '%%dbt\\_backup')")
+    leftovers = query(
+        settings,
+        "select relname from pg_class where relkind in ('r', 'v', 'm')"
+        " and (relname like '%%dbt\\_tmp' or relname like '%%dbt\\_backup')",
+    )
     assert leftovers == []

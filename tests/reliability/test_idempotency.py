@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from loaders import cli
-from loaders.connection import DatabaseSettings
-from loaders.tes import synthetic
-from loaders.tes.fake_server import FakeTES
+from refinery import cli, synthetic
+from refinery.connection import DatabaseSettings
+from refinery.testing.fake_tes import FakeTES
 from tests.reliability._helpers import (
     REFINER_SCHEMAS,
     connect,
@@ -51,7 +50,9 @@ def _round(settings: DatabaseSettings, tes: FakeTES, out: Path, configurations: 
 
 
 def test_fetch_load_build_twice_the_second_round_changes_nothing(
-    module_database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    module_database: DatabaseSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("TES_API_KEY", KEY)
@@ -81,9 +82,9 @@ def test_fetch_load_build_twice_the_second_round_changes_nothing(
     second_loads = query(
         settings,
         "select kind, status, inserted_count, unchanged_count from raw.loads"
-        " where load_id > %s order by load_id", (0,),
+        " where load_id > %s order by load_id",
+        (0,),
     )[loads_first:]
-    assert [row[:3] for row in second_loads] == [("tes", "succeeded", 0),
-                                                 ("configurations", "succeeded", 0)]
+    assert [row[:3] for row in second_loads] == [("tes", "succeeded", 0), ("configurations", "succeeded", 0)]
     assert second_loads[0][3] > 0
     assert "0 inserted" in printed[0]

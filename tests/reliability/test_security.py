@@ -23,9 +23,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from loaders.connection import DatabaseSettings
-from loaders.tes import classify, synthetic
-from loaders.tes.fake_server import FakeTES
+from loaders.tes import classify
+from refinery import synthetic
+from refinery.connection import DatabaseSettings
+from refinery.testing.fake_tes import FakeTES
 from tests.conftest import REPO, can_execute
 from tests.reliability._helpers import connect, query, refinery, tables, write_json
 
@@ -48,7 +49,7 @@ HOSTILE_CODES = [
     "🦠🧪",
     "שלום-مرحبا",
 ]
-HOSTILE_TITLE = "'); drop table raw.loads; -- \"x\" \\ $$ {{ 7*7 }} \u202eRTL\u202c 🦠\nsecond line\t"
+HOSTILE_TITLE = '\'); drop table raw.loads; -- "x" \\ $$ {{ 7*7 }} \u202eRTL\u202c 🦠\nsecond line\t'
 
 
 @dataclass(frozen=True)
@@ -66,25 +67,37 @@ def synced(module_database: DatabaseSettings, tmp_path_factory: pytest.TempPathF
     summary = synthetic.generate(folder / "synthetic", SPEC)
     configurations = json.loads(summary.configurations_file.read_text())
     chosen = next(c for c in configurations if c["is_active"] and c["jurisdiction_id"] == "AL")
-    chosen.update(loinc_codes=HOSTILE_CODES, updated_at="2031-01-01T00:00:00Z",
-                  display_name_override=HOSTILE_TITLE)
+    chosen.update(
+        loinc_codes=HOSTILE_CODES, updated_at="2031-01-01T00:00:00Z", display_name_override=HOSTILE_TITLE
+    )
     configurations_file = write_json(folder / "configurations.json", configurations)
 
     valuesets = synthetic.generate_valuesets(SPEC)
-    rs_grouper = next(v for v in valuesets if v["url"] == chosen["child_grouper_url"]
-                      and v["version"] == chosen["child_grouper_version"])
+    rs_grouper = next(
+        v
+        for v in valuesets
+        if v["url"] == chosen["child_grouper_url"] and v["version"] == chosen["child_grouper_version"]
+    )
     rs_grouper["title"] = HOSTILE_TITLE
     rs_grouper["compose"]["include"].append(
-        {"system": "urn:example:hostile", "concept": [{"code": code} for code in HOSTILE_CODES]})
+        {"system": "urn:example:hostile", "concept": [{"code": code} for code in HOSTILE_CODES]}
+    )
     assert classify.validate(rs_grouper) is None, "the hostile RS grouper must be valid FHIR"
 
-    env = {"TES_API_KEY": KEY, "DBT_TARGET_PATH": str(folder / "target"),
-           "DBT_LOG_PATH": str(folder / "logs"), "TES_RETRIES": "2"}
+    env = {
+        "TES_API_KEY": KEY,
+        "DBT_TARGET_PATH": str(folder / "target"),
+        "DBT_LOG_PATH": str(folder / "logs"),
+        "TES_RETRIES": "2",
+    }
     with FakeTES(valuesets, page_cap=40, api_key=KEY) as tes:
         env["TES_API_URL"] = tes.base_url
-        result = refinery(["sync", "--tes-dir", str(folder / "tes"),
-                           "--configurations", str(configurations_file)],
-                          module_database, env=env, timeout=900)
+        result = refinery(
+            ["sync", "--tes-dir", str(folder / "tes"), "--configurations", str(configurations_file)],
+            module_database,
+            env=env,
+            timeout=900,
+        )
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     return Synced(module_database, folder, result, rs_grouper, chosen)
 
@@ -93,13 +106,21 @@ def synced(module_database: DatabaseSettings, tmp_path_factory: pytest.TempPathF
 
 
 def _database_dump(settings: DatabaseSettings) -> Iterator[str]:
-    schemas = [row[0] for row in query(
-        settings, "select nspname from pg_namespace where nspname not like 'pg\\_%%'"
-                  " and nspname <> 'information_schema'")]
+    schemas = [
+        row[0]
+        for row in query(
+            settings,
+            "select nspname from pg_namespace where nspname not like 'pg\\_%%'"
+            " and nspname <> 'information_schema'",
+        )
+    ]
     with connect(settings) as conn:
         for schema, name in tables(settings, schemas):
-            for (text,) in conn.execute(sql.SQL("select row_to_json(t)::text from {}.{} as t").format(
-                    sql.Identifier(schema), sql.Identifier(name))):
+            for (text,) in conn.execute(
+                sql.SQL("select row_to_json(t)::text from {}.{} as t").format(
+                    sql.Identifier(schema), sql.Identifier(name)
+                )
+            ):
                 yield f"{schema}.{name}: {text}"
 
 
@@ -125,13 +146,16 @@ def test_the_api_key_is_in_no_output_file_or_table(synced: Synced) -> None:
 
 def test_hostile_codes_and_titles_reach_the_cache_unchanged(synced: Synced) -> None:
     settings, chosen = synced.settings, synced.configuration
-    assert query(settings, "select to_regclass('raw.loads') is not null,"
-                           " to_regclass('refiner.refinement_cache') is not null") == [(True, True)]
+    assert query(
+        settings,
+        "select to_regclass('raw.loads') is not null, to_regclass('refiner.refinement_cache') is not null",
+    ) == [(True, True)]
     key = (chosen["child_grouper_url"], chosen["child_grouper_version"])
-    stored = query(settings, "select resource from raw.tes_valuesets where canonical_url = %s"
-                             " and version = %s", key)
+    stored = query(
+        settings, "select resource from raw.tes_valuesets where canonical_url = %s and version = %s", key
+    )
     assert stored == [(synced.rs_grouper,)]
-    (display_name, snomed_code, codes), = query(
+    ((display_name, snomed_code, codes),) = query(
         settings,
         "select display_name, snomed_code, codes_by_system from refiner.tes_reporting_spec_groupers"
         " where canonical_url = %s and version = %s",
@@ -139,7 +163,7 @@ def test_hostile_codes_and_titles_reach_the_cache_unchanged(synced: Synced) -> N
     )
     assert display_name == HOSTILE_TITLE
     assert sorted(codes["urn:example:hostile"]) == sorted(HOSTILE_CODES)
-    (aggregated, by_system, details), = query(
+    ((aggregated, by_system, details),) = query(
         settings,
         "select aggregated_codes, codes_by_system, source_details from refiner.refinement_cache"
         " where snomed_code = %s and jurisdiction_id = 'AL'",
@@ -149,8 +173,9 @@ def test_hostile_codes_and_titles_reach_the_cache_unchanged(synced: Synced) -> N
     assert set(HOSTILE_CODES) <= set(aggregated)
     assert set(HOSTILE_CODES) <= set(by_system["urn:example:hostile"])
     assert set(HOSTILE_CODES) <= set(by_system["loinc"])  # the configuration's additions
-    (override,), = query(settings, "select display_name_override from raw.configurations where id = %s",
-                         (chosen["id"],))
+    ((override,),) = query(
+        settings, "select display_name_override from raw.configurations where id = %s", (chosen["id"],)
+    )
     assert override == HOSTILE_TITLE
 
 
@@ -165,10 +190,19 @@ def logins(synced: Synced, server: DatabaseSettings) -> Iterator[dict[str, Datab
         try:
             for role in ("refiner_app", "refiner_analyst", "refiner_loader"):
                 login, password = f"{role}_sec{suffix}", secrets.token_urlsafe(16)
-                admin.execute(sql.SQL("create role {} login password {} in role {}").format(
-                    sql.Identifier(login), sql.Literal(password), sql.Identifier(role)))
-                made[role] = DatabaseSettings(synced.settings.host, synced.settings.port, login,
-                                              password, synced.settings.dbname, "test")
+                admin.execute(
+                    sql.SQL("create role {} login password {} in role {}").format(
+                        sql.Identifier(login), sql.Literal(password), sql.Identifier(role)
+                    )
+                )
+                made[role] = DatabaseSettings(
+                    synced.settings.host,
+                    synced.settings.port,
+                    login,
+                    password,
+                    synced.settings.dbname,
+                    "test",
+                )
             yield made
         finally:
             with psycopg.connect(synced.settings.conninfo(), autocommit=True) as inside:
@@ -176,8 +210,6 @@ def logins(synced: Synced, server: DatabaseSettings) -> Iterator[dict[str, Datab
                     inside.execute(sql.SQL("drop owned by {}").format(sql.Identifier(settings.user)))
             for settings in made.values():
                 admin.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(settings.user)))
-
-
 
 
 def _grant_takes_effect(settings: DatabaseSettings) -> bool:
@@ -225,8 +257,9 @@ def test_secrets_files_are_git_ignored(path: str) -> None:
 
 
 def test_examples_are_not_ignored() -> None:
-    checked = subprocess.run(["git", "check-ignore", "--no-index", "-q", "profiles.yml.example"],
-                             cwd=REPO, check=False)
+    checked = subprocess.run(
+        ["git", "check-ignore", "--no-index", "-q", "profiles.yml.example"], cwd=REPO, check=False
+    )
     assert checked.returncode == 1
 
 

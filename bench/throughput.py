@@ -1,4 +1,4 @@
-"""Measure `load_tes` throughput: `python -m loaders.land.throughput [PATH ...]`.
+"""Measure `load_tes` throughput: `python -m bench.throughput [PATH ...]`.
 
 Loads the given TES files (default: the synthetic production-scale data, generated into a
 temporary folder) into a scratch database twice — a first load and an unchanged re-run — and
@@ -22,9 +22,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from loaders import connection
-from loaders.connection import DatabaseSettings
 from loaders.land.tes import load_tes
+from refinery import connection
+from refinery.connection import DatabaseSettings
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         paths = list(args.paths)
         if not paths:
-            from loaders.tes.synthetic import SyntheticSpec, generate
+            from refinery.synthetic import SyntheticSpec, generate
 
             spec = SyntheticSpec(jurisdictions=args.jurisdictions, scale=args.scale)
             paths = [generate(Path(folder), spec).tes_dir]

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loaders.connection import DatabaseSettings, dbt_environment
-from loaders.environ import scoped_environ
 from loaders.errors import ConfigurationError
-from loaders.paths import project_root, state_dir
+from refinery.connection import DatabaseSettings, dbt_environment
+from refinery.environ import scoped_environ
+from refinery.paths import project_root, state_dir
 
 
 @dataclass(frozen=True)

@@ -57,18 +57,74 @@ CRMI_PROFILES = [
     "http://hl7.org/fhir/uv/crmi/StructureDefinition/crmi-shareablevalueset",
 ]
 EXTENSIONS = [
-    {"url": "http://hl7.org/fhir/StructureDefinition/valueset-author",
-     "valueContactDetail": {"name": "CSTE Author"}},
-    {"url": "http://hl7.org/fhir/StructureDefinition/valueset-steward",
-     "valueContactDetail": {"name": "CSTE Steward"}},
+    {
+        "url": "http://hl7.org/fhir/StructureDefinition/valueset-author",
+        "valueContactDetail": {"name": "CSTE Author"},
+    },
+    {
+        "url": "http://hl7.org/fhir/StructureDefinition/valueset-steward",
+        "valueContactDetail": {"name": "CSTE Steward"},
+    },
 ]
 
 # The 50 states, DC and the five inhabited territories: the first 56 jurisdictions.
 US_JURISDICTIONS = [
-    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "FL", "GA", "HI", "ID", "IL", "IN", "IA",
-    "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ",
-    "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT",
-    "VA", "WA", "WV", "WI", "WY", "DC", "AS", "GU", "MP", "PR", "VI",
+    "AL",
+    "AK",
+    "AZ",
+    "AR",
+    "CA",
+    "CO",
+    "CT",
+    "DE",
+    "FL",
+    "GA",
+    "HI",
+    "ID",
+    "IL",
+    "IN",
+    "IA",
+    "KS",
+    "KY",
+    "LA",
+    "ME",
+    "MD",
+    "MA",
+    "MI",
+    "MN",
+    "MS",
+    "MO",
+    "MT",
+    "NE",
+    "NV",
+    "NH",
+    "NJ",
+    "NM",
+    "NY",
+    "NC",
+    "ND",
+    "OH",
+    "OK",
+    "OR",
+    "PA",
+    "RI",
+    "SC",
+    "SD",
+    "TN",
+    "TX",
+    "UT",
+    "VT",
+    "VA",
+    "WA",
+    "WV",
+    "WI",
+    "WY",
+    "DC",
+    "AS",
+    "GU",
+    "MP",
+    "PR",
+    "VI",
 ]
 UNKNOWN_JURISDICTION = "ZZ"
 MISSING_VERSION = "20991231"
@@ -81,91 +137,259 @@ _RELEASES = [
 ]
 
 _CONDITIONS = [
-    "Acanthamoeba", "Acute Flaccid Myelitis (AFM)", "Agricultural Chemicals Fertilizer Poisoning",
-    "Alpha-gal Syndrome", "Amebiasis", "Anaplasmosis", "Anencephaly", "Angiostrongyliasis",
-    "Animal Bite Injury", "Anophthalmia", "Anthrax", "Arboviral Disease", "Arsenic Poisoning",
-    "Asbestosis", "Babesiosis", "Botulism", "Brucellosis", "Burkholderia mallei (Glanders)",
-    "Campylobacteriosis", "Candida auris", "Carbapenem-resistant Enterobacterales (CRE)",
-    "Carbon Monoxide Poisoning", "Chagas Disease", "Chancroid", "Chikungunya Virus Disease",
-    "Chlamydia trachomatis Infection", "Cholera", "Ciguatera Fish Poisoning",
-    "Coccidioidomycosis", "Congenital Syphilis", "COVID-19", "Creutzfeldt-Jakob Disease",
-    "Cronobacter", "Cryptosporidiosis", "Cyclosporiasis", "Cysticercosis", "Dengue Virus Infection",
-    "Diphtheria", "Eastern Equine Encephalitis", "Ehrlichiosis", "Escherichia coli O157:H7",
-    "Free-living Amoeba", "Giardiasis", "Gonorrhea", "Haemophilus influenzae, Invasive",
-    "Hansen's Disease (Leprosy)", "Hantavirus Pulmonary Syndrome", "Hemolytic Uremic Syndrome",
-    "Hepatitis A", "Hepatitis B, Acute", "Hepatitis B, Perinatal", "Hepatitis C, Acute",
-    "Hepatitis D", "Hepatitis E", "Histoplasmosis", "HIV Infection", "Influenza-associated Death",
-    "Influenza, Novel", "Jamestown Canyon Virus", "La Crosse Virus", "Lead Poisoning",
-    "Legionellosis", "Leptospirosis", "Listeriosis", "Lyme Disease", "Malaria", "Measles",
-    "Melioidosis", "Meningococcal Disease", "Mercury Poisoning", "Monkeypox (Mpox)", "Mumps",
-    "Nontuberculous Mycobacteria", "Pertussis", "Pesticide-related Illness", "Plague",
-    "Poliomyelitis, Paralytic", "Powassan Virus", "Psittacosis", "Q Fever", "Rabies, Human",
-    "Rabies, Animal", "Respiratory Syncytial Virus (RSV)", "Ricin Poisoning", "Rubella",
-    "Rubella, Congenital Syndrome", "Salmonellosis", "Saxitoxin Poisoning",
-    "Severe Acute Respiratory Syndrome (SARS)", "Shiga Toxin-producing E. coli (STEC)",
-    "Shigellosis", "Silicosis", "Smallpox", "Spotted Fever Rickettsiosis", "St. Louis Encephalitis",
-    "Streptococcal Toxic Shock Syndrome", "Streptococcus pneumoniae, Invasive", "Syphilis",
-    "Tetanus", "Tickborne Relapsing Fever (TBRF)", "Toxic Shock Syndrome", "Toxoplasmosis",
-    "Trichinellosis", "Tuberculosis", "Tularemia", "Typhoid Fever", "Typhus Fever",
-    "Vancomycin-intermediate Staphylococcus aureus (VISA)", "Varicella", "Vibriosis",
-    "Viral Hemorrhagic Fever", "West Nile Virus Disease", "Yellow Fever", "Yersiniosis",
+    "Acanthamoeba",
+    "Acute Flaccid Myelitis (AFM)",
+    "Agricultural Chemicals Fertilizer Poisoning",
+    "Alpha-gal Syndrome",
+    "Amebiasis",
+    "Anaplasmosis",
+    "Anencephaly",
+    "Angiostrongyliasis",
+    "Animal Bite Injury",
+    "Anophthalmia",
+    "Anthrax",
+    "Arboviral Disease",
+    "Arsenic Poisoning",
+    "Asbestosis",
+    "Babesiosis",
+    "Botulism",
+    "Brucellosis",
+    "Burkholderia mallei (Glanders)",
+    "Campylobacteriosis",
+    "Candida auris",
+    "Carbapenem-resistant Enterobacterales (CRE)",
+    "Carbon Monoxide Poisoning",
+    "Chagas Disease",
+    "Chancroid",
+    "Chikungunya Virus Disease",
+    "Chlamydia trachomatis Infection",
+    "Cholera",
+    "Ciguatera Fish Poisoning",
+    "Coccidioidomycosis",
+    "Congenital Syphilis",
+    "COVID-19",
+    "Creutzfeldt-Jakob Disease",
+    "Cronobacter",
+    "Cryptosporidiosis",
+    "Cyclosporiasis",
+    "Cysticercosis",
+    "Dengue Virus Infection",
+    "Diphtheria",
+    "Eastern Equine Encephalitis",
+    "Ehrlichiosis",
+    "Escherichia coli O157:H7",
+    "Free-living Amoeba",
+    "Giardiasis",
+    "Gonorrhea",
+    "Haemophilus influenzae, Invasive",
+    "Hansen's Disease (Leprosy)",
+    "Hantavirus Pulmonary Syndrome",
+    "Hemolytic Uremic Syndrome",
+    "Hepatitis A",
+    "Hepatitis B, Acute",
+    "Hepatitis B, Perinatal",
+    "Hepatitis C, Acute",
+    "Hepatitis D",
+    "Hepatitis E",
+    "Histoplasmosis",
+    "HIV Infection",
+    "Influenza-associated Death",
+    "Influenza, Novel",
+    "Jamestown Canyon Virus",
+    "La Crosse Virus",
+    "Lead Poisoning",
+    "Legionellosis",
+    "Leptospirosis",
+    "Listeriosis",
+    "Lyme Disease",
+    "Malaria",
+    "Measles",
+    "Melioidosis",
+    "Meningococcal Disease",
+    "Mercury Poisoning",
+    "Monkeypox (Mpox)",
+    "Mumps",
+    "Nontuberculous Mycobacteria",
+    "Pertussis",
+    "Pesticide-related Illness",
+    "Plague",
+    "Poliomyelitis, Paralytic",
+    "Powassan Virus",
+    "Psittacosis",
+    "Q Fever",
+    "Rabies, Human",
+    "Rabies, Animal",
+    "Respiratory Syncytial Virus (RSV)",
+    "Ricin Poisoning",
+    "Rubella",
+    "Rubella, Congenital Syndrome",
+    "Salmonellosis",
+    "Saxitoxin Poisoning",
+    "Severe Acute Respiratory Syndrome (SARS)",
+    "Shiga Toxin-producing E. coli (STEC)",
+    "Shigellosis",
+    "Silicosis",
+    "Smallpox",
+    "Spotted Fever Rickettsiosis",
+    "St. Louis Encephalitis",
+    "Streptococcal Toxic Shock Syndrome",
+    "Streptococcus pneumoniae, Invasive",
+    "Syphilis",
+    "Tetanus",
+    "Tickborne Relapsing Fever (TBRF)",
+    "Toxic Shock Syndrome",
+    "Toxoplasmosis",
+    "Trichinellosis",
+    "Tuberculosis",
+    "Tularemia",
+    "Typhoid Fever",
+    "Typhus Fever",
+    "Vancomycin-intermediate Staphylococcus aureus (VISA)",
+    "Varicella",
+    "Vibriosis",
+    "Viral Hemorrhagic Fever",
+    "West Nile Virus Disease",
+    "Yellow Fever",
+    "Yersiniosis",
     "Zika Virus Disease",
 ]
 _QUALIFIERS = [
-    "Invasive", "Congenital", "Drug-resistant", "Neonatal", "Acute", "Chronic",
-    "Travel-associated", "Outbreak-associated", "Perinatal", "Severe",
+    "Invasive",
+    "Congenital",
+    "Drug-resistant",
+    "Neonatal",
+    "Acute",
+    "Chronic",
+    "Travel-associated",
+    "Outbreak-associated",
+    "Perinatal",
+    "Severe",
 ]
 _CONTEXT_TOPICS = [
-    "Pregnancy", "Travel History", "Occupation", "Vaccination Status", "Exposure",
-    "Hospitalization", "Death", "Symptoms", "Treatment", "Specimen Source",
+    "Pregnancy",
+    "Travel History",
+    "Occupation",
+    "Vaccination Status",
+    "Exposure",
+    "Hospitalization",
+    "Death",
+    "Symptoms",
+    "Treatment",
+    "Specimen Source",
 ]
-_FINDINGS = ["fever", "rash", "cough", "myalgia", "lesion", "infection", "exposure",
-             "pneumonia", "encephalitis", "diarrhea", "jaundice", "sepsis", "paralysis"]
+_FINDINGS = [
+    "fever",
+    "rash",
+    "cough",
+    "myalgia",
+    "lesion",
+    "infection",
+    "exposure",
+    "pneumonia",
+    "encephalitis",
+    "diarrhea",
+    "jaundice",
+    "sepsis",
+    "paralysis",
+]
 _SEMANTIC_TAGS = ["finding", "disorder", "organism", "procedure", "substance"]
 _SPECIMENS = ["Serum", "Blood", "Urine", "Stool", "Nasopharynx", "Specimen", "CSF", "Isolate"]
-_METHODS = ["NAA with probe detection", "Immunoassay", "Culture", "Immunofluorescence",
-            "Sequencing", "Microscopy"]
-_DRUGS = ["doxycycline", "oseltamivir", "ceftriaxone", "azithromycin", "ribavirin",
-          "penicillin G benzathine", "rifampin", "isoniazid", "chloroquine", "nirmatrelvir"]
-_INTERPRETATION = [
-    ("A", "Abnormal"), ("AA", "Critical abnormal"), ("DET", "Detected"), ("H", "High"),
-    ("HH", "Critical high"), ("HU", "Significantly high"), ("L", "Low"), ("LL", "Critical low"),
-    ("LU", "Significantly low"), ("NEG", "Negative"), ("ND", "Not detected"),
-    ("POS", "Positive"), ("R", "Resistant"), ("RR", "Reactive"), ("WR", "Weakly reactive"),
+_METHODS = [
+    "NAA with probe detection",
+    "Immunoassay",
+    "Culture",
+    "Immunofluorescence",
+    "Sequencing",
+    "Microscopy",
 ]
-_DISCHARGE = [("20", "Expired (i.e. dead)"),
-              ("21 ... 29", "Expired to be defined at state level, if necessary"),
-              ("40", "Expired at home"), ("41", "Expired in a medical facility"),
-              ("42", "Expired - place unknown")]
-_ACTCODES = [("ACUTE", "inpatient acute"), ("IMP", "inpatient encounter"),
-             ("EMER", "emergency"), ("OBSENC", "observation encounter"),
-             ("NONAC", "inpatient non-acute")]
-_TRIGGERING = [("dxtc", "Diagnosis_Problem Triggers for Public Health Reporting"),
-               ("lotc", "Lab Order Test Triggers for Public Health Reporting"),
-               ("lrtc", "Lab Obs Test Name Triggers for Public Health Reporting"),
-               ("mrtc", "Medications Triggers for Public Health Reporting"),
-               ("ostc", "Organism_Substance Triggers for Public Health Reporting"),
-               ("sdtc", "Suspected Disorder Triggers for Public Health Reporting")]
-_VACCINE_CONDITIONS = ("Measles", "Mumps", "Rubella", "Varicella", "Pertussis", "Diphtheria",
-                       "Tetanus", "Hepatitis", "Influenza", "COVID", "Polio", "Meningococcal",
-                       "Haemophilus", "Smallpox", "Mpox", "Monkeypox", "Yellow", "Typhoid")
+_DRUGS = [
+    "doxycycline",
+    "oseltamivir",
+    "ceftriaxone",
+    "azithromycin",
+    "ribavirin",
+    "penicillin G benzathine",
+    "rifampin",
+    "isoniazid",
+    "chloroquine",
+    "nirmatrelvir",
+]
+_INTERPRETATION = [
+    ("A", "Abnormal"),
+    ("AA", "Critical abnormal"),
+    ("DET", "Detected"),
+    ("H", "High"),
+    ("HH", "Critical high"),
+    ("HU", "Significantly high"),
+    ("L", "Low"),
+    ("LL", "Critical low"),
+    ("LU", "Significantly low"),
+    ("NEG", "Negative"),
+    ("ND", "Not detected"),
+    ("POS", "Positive"),
+    ("R", "Resistant"),
+    ("RR", "Reactive"),
+    ("WR", "Weakly reactive"),
+]
+_DISCHARGE = [
+    ("20", "Expired (i.e. dead)"),
+    ("21 ... 29", "Expired to be defined at state level, if necessary"),
+    ("40", "Expired at home"),
+    ("41", "Expired in a medical facility"),
+    ("42", "Expired - place unknown"),
+]
+_ACTCODES = [
+    ("ACUTE", "inpatient acute"),
+    ("IMP", "inpatient encounter"),
+    ("EMER", "emergency"),
+    ("OBSENC", "observation encounter"),
+    ("NONAC", "inpatient non-acute"),
+]
+_TRIGGERING = [
+    ("dxtc", "Diagnosis_Problem Triggers for Public Health Reporting"),
+    ("lotc", "Lab Order Test Triggers for Public Health Reporting"),
+    ("lrtc", "Lab Obs Test Name Triggers for Public Health Reporting"),
+    ("mrtc", "Medications Triggers for Public Health Reporting"),
+    ("ostc", "Organism_Substance Triggers for Public Health Reporting"),
+    ("sdtc", "Suspected Disorder Triggers for Public Health Reporting"),
+]
+_VACCINE_CONDITIONS = (
+    "Measles",
+    "Mumps",
+    "Rubella",
+    "Varicella",
+    "Pertussis",
+    "Diphtheria",
+    "Tetanus",
+    "Hepatitis",
+    "Influenza",
+    "COVID",
+    "Polio",
+    "Meningococcal",
+    "Haemophilus",
+    "Smallpox",
+    "Mpox",
+    "Monkeypox",
+    "Yellow",
+    "Typhoid",
+)
 
 
 @dataclass(frozen=True)
 class SyntheticSpec:
     seed: int = 7
-    jurisdictions: int = 5          # production scale: 51; large: 500
-    releases: int = 3               # condition grouper releases 1.0.0, 2.0.0, 3.0.0 ...
-    conditions: int = 220           # condition groupers per release (real: ~200-235)
-    configurations_per_jurisdiction: int = 255   # production scale 51 x 255 ~= 13,000
-    scale: float = 1.0              # multiplies conditions/RS groupers for the 10x benchmark
+    jurisdictions: int = 5  # production scale: 51; large: 500
+    releases: int = 3  # condition grouper releases 1.0.0, 2.0.0, 3.0.0 ...
+    conditions: int = 220  # condition groupers per release (real: ~200-235)
+    configurations_per_jurisdiction: int = 255  # production scale 51 x 255 ~= 13,000
+    scale: float = 1.0  # multiplies conditions/RS groupers for the 10x benchmark
 
 
 @dataclass(frozen=True)
 class SyntheticSummary:
-    tes_dir: Path                    # category files + manifest.json (fetch output format)
-    configurations_file: Path        # JSON list of configurations
-    counts: dict[str, int]           # see generate()
+    tes_dir: Path  # category files + manifest.json (fetch output format)
+    configurations_file: Path  # JSON list of configurations
+    counts: dict[str, int]  # see generate()
 
 
 # --- releases and identifiers --------------------------------------------------------------------
@@ -174,10 +398,10 @@ class SyntheticSummary:
 @dataclass(frozen=True)
 class _Release:
     index: int
-    version: str          # condition / additional context grouper version, e.g. "2.0.0"
-    date: str             # ValueSet.date of the condition groupers
-    rs_version: str       # dated RS grouper version, e.g. "20250328"
-    last_updated: str     # meta.lastUpdated
+    version: str  # condition / additional context grouper version, e.g. "2.0.0"
+    date: str  # ValueSet.date of the condition groupers
+    rs_version: str  # dated RS grouper version, e.g. "20250328"
+    last_updated: str  # meta.lastUpdated
 
     @property
     def rs_date(self) -> str:
@@ -209,17 +433,26 @@ def _uuid(rng: random.Random) -> str:
 
 
 _VERHOEFF_D = [
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
-    [2, 3, 4, 0, 1, 7, 8, 9, 5, 6], [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
-    [4, 0, 1, 2, 3, 9, 5, 6, 7, 8], [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
-    [6, 5, 9, 8, 7, 1, 0, 4, 3, 2], [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
-    [8, 7, 6, 5, 9, 3, 2, 1, 0, 4], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+    [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+    [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+    [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+    [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+    [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+    [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+    [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+    [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
 ]
 _VERHOEFF_P = [
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
-    [5, 8, 0, 3, 7, 9, 6, 1, 4, 2], [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
-    [9, 4, 5, 3, 1, 2, 7, 6, 8, 0], [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
-    [2, 7, 9, 3, 8, 0, 6, 4, 1, 5], [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+    [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+    [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+    [9, 4, 5, 3, 1, 2, 7, 6, 8, 0],
+    [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+    [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+    [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
 ]
 _VERHOEFF_INV = [0, 4, 3, 2, 1, 5, 6, 7, 8, 9]
 
@@ -255,8 +488,12 @@ class _Pools:
 
     def __init__(self, scale: float) -> None:
         self.size = {
-            SNOMED: int(20000 * scale), LOINC: int(9000 * scale), ICD10CM: int(7000 * scale),
-            RXNORM: int(3000 * scale), CPT: int(1500 * scale), CVX: 220,
+            SNOMED: int(20000 * scale),
+            LOINC: int(9000 * scale),
+            ICD10CM: int(7000 * scale),
+            RXNORM: int(3000 * scale),
+            CPT: int(1500 * scale),
+            CVX: 220,
         }
         self._cache: dict[str, dict[int, tuple[str, str]]] = {system: {} for system in self.size}
 
@@ -275,8 +512,10 @@ class _Pools:
         """Fresh concept dicts (callers may mutate them) for ``items`` of ``system``."""
         cache = self._cache[system]
         pair = self.pair
-        return [{"code": code, "display": display}
-                for code, display in (cache.get(item) or pair(system, item) for item in items)]
+        return [
+            {"code": code, "display": display}
+            for code, display in (cache.get(item) or pair(system, item) for item in items)
+        ]
 
     @staticmethod
     def _code(system: str, item: int) -> str:
@@ -327,7 +566,7 @@ class _Content:
     """Codes of one grouper as ordered item lists per pooled system, plus fixed-list flags."""
 
     items: dict[str, list[int]] = field(default_factory=dict)
-    fixed: list[str] = field(default_factory=list)   # fixed-list systems included
+    fixed: list[str] = field(default_factory=list)  # fixed-list systems included
 
 
 def _draw(rng: random.Random, pools: _Pools, system: str, count: int) -> list[int]:
@@ -381,15 +620,21 @@ def _drift(rng: random.Random, pools: _Pools, content: _Content) -> _Content:
 def _compose(pools: _Pools, content: _Content, rng: random.Random) -> dict[str, Any]:
     include: list[dict[str, Any]] = []
     for system, items in content.items.items():
-        include.append({"system": system,
-                        "concept": pools.concepts(system, items)})
-    fixed = {V3_INTERPRETATION: _INTERPRETATION, OID_DISCHARGE: _DISCHARGE,
-             V3_ACTCODE: _ACTCODES, OID_STATUS: [("active", "Active")],
-             V3_ACTSTATUS: [("active", "active")]}
+        include.append({"system": system, "concept": pools.concepts(system, items)})
+    fixed = {
+        V3_INTERPRETATION: _INTERPRETATION,
+        OID_DISCHARGE: _DISCHARGE,
+        V3_ACTCODE: _ACTCODES,
+        OID_STATUS: [("active", "Active")],
+        V3_ACTSTATUS: [("active", "active")],
+    }
     for system in content.fixed:
-        include.append({"system": system,
-                        "concept": [{"code": code, "display": display}
-                                    for code, display in fixed[system]]})
+        include.append(
+            {
+                "system": system,
+                "concept": [{"code": code, "display": display} for code, display in fixed[system]],
+            }
+        )
     rng.shuffle(include)
     return {"include": include}
 
@@ -407,10 +652,10 @@ class _Condition:
     key: int
     title: str
     url: str
-    snomed: list[str]                 # one per RS grouper, first is the primary
+    snomed: list[str]  # one per RS grouper, first is the primary
     first_release: int
-    last_release: int                 # inclusive
-    contexts: list[str] = field(default_factory=list)   # additional context grouper urls
+    last_release: int  # inclusive
+    contexts: list[str] = field(default_factory=list)  # additional context grouper urls
     vaccine: bool = False
 
 
@@ -426,14 +671,12 @@ def _title(spec: SyntheticSpec, key: int) -> str:
     rng = _rng(spec, "title", key)
     if rng.random() < 0.01:
         # Real titles sometimes carry non-breaking spaces ("Ricin Poisoning\u00a0").
-        title = title.replace(" ", "\u00a0", 1) if " " in title and rng.random() < 0.5 \
-            else title + "\u00a0"
+        title = title.replace(" ", "\u00a0", 1) if " " in title and rng.random() < 0.5 else title + "\u00a0"
     return title
 
 
 def _name(title: str) -> str:
-    cleaned = "".join(ch for ch in title.replace(" ", "_") if ch.isascii() and
-                      (ch.isalnum() or ch == "_"))
+    cleaned = "".join(ch for ch in title.replace(" ", "_") if ch.isascii() and (ch.isalnum() or ch == "_"))
     while "__" in cleaned:
         cleaned = cleaned.replace("__", "_")
     return cleaned.strip("_")
@@ -455,8 +698,7 @@ def _catalogue(spec: SyntheticSpec) -> list[_Condition]:
         key = len(conditions)
         rng = _rng(spec, "condition", key)
         roll = rng.random()
-        rs_count = 1 if roll < 0.9 else 2 if roll < 0.97 else 3 if roll < 0.988 \
-            else rng.randint(4, 8)
+        rs_count = 1 if roll < 0.9 else 2 if roll < 0.97 else 3 if roll < 0.988 else rng.randint(4, 8)
         codes = []
         for _ in range(rs_count):
             code = snomed_code(3000000 + next_item * 7919)
@@ -464,9 +706,15 @@ def _catalogue(spec: SyntheticSpec) -> list[_Condition]:
             snomed_used[code] = None
             codes.append(code)
         title = _title(spec, key)
-        condition = _Condition(key, title, f"{VALUESET_BASE}/{_uuid(rng)}", codes, release,
-                               releases - 1,
-                               vaccine=any(word in title for word in _VACCINE_CONDITIONS))
+        condition = _Condition(
+            key,
+            title,
+            f"{VALUESET_BASE}/{_uuid(rng)}",
+            codes,
+            release,
+            releases - 1,
+            vaccine=any(word in title for word in _VACCINE_CONDITIONS),
+        )
         conditions.append(condition)
         return condition
 
@@ -488,13 +736,14 @@ def _catalogue(spec: SyntheticSpec) -> list[_Condition]:
 # --- ValueSets -------------------------------------------------------------------------------------
 
 
-def _meta(rng: random.Random, release: _Release, profiles: list[str],
-          tags: list[dict[str, str]] | None = None) -> dict[str, Any]:
+def _meta(
+    rng: random.Random, release: _Release, profiles: list[str], tags: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "versionId": "1",
         "lastUpdated": release.last_updated,
-        "source": "#" + "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-                                for _ in range(16)),
+        "source": "#"
+        + "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") for _ in range(16)),
         "profile": profiles,
     }
     if tags:
@@ -506,9 +755,13 @@ def _grouper_type(code: str, display: str, with_display: bool) -> dict[str, Any]
     kind: dict[str, str] = {"system": USAGE_CONTEXT_TYPE, "code": "grouper-type"}
     if with_display:
         kind["display"] = "Grouper Type"
-    return {"code": kind,
-            "valueCodeableConcept": {"coding": [{"system": USAGE_CONTEXT_TYPE, "code": code,
-                                                 "display": display}], "text": display}}
+    return {
+        "code": kind,
+        "valueCodeableConcept": {
+            "coding": [{"system": USAGE_CONTEXT_TYPE, "code": code, "display": display}],
+            "text": display,
+        },
+    }
 
 
 class _Ids:
@@ -522,11 +775,19 @@ class _Ids:
         return str(self.next)
 
 
-def _rs_grouper(release: _Release, condition: _Condition, snomed: str, compose: dict[str, Any],
-                resource_id: str, rng: random.Random) -> dict[str, Any]:
+def _rs_grouper(
+    release: _Release,
+    condition: _Condition,
+    snomed: str,
+    compose: dict[str, Any],
+    resource_id: str,
+    rng: random.Random,
+) -> dict[str, Any]:
     title = condition.title
-    description = ("The set of codes from reporting specification value sets that are "
-                   f"associated, in RCKMS, with the {title} condition")
+    description = (
+        "The set of codes from reporting specification value sets that are "
+        f"associated, in RCKMS, with the {title} condition"
+    )
     return {
         "resourceType": "ValueSet",
         "id": resource_id,
@@ -542,26 +803,30 @@ def _rs_grouper(release: _Release, condition: _Condition, snomed: str, compose: 
         "publisher": "Reportable Conditions Knowledge Management System (RCKMS)",
         "description": description,
         "useContext": [
-            _grouper_type("reporting-specification-grouper", "Reporting Specification Grouper",
-                          True),
-            {"code": {"system": HL7_USAGE_CONTEXT_TYPE, "code": "focus",
-                      "display": "Clinical Focus"},
-             "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": snomed}],
-                                      "text": title}},
+            _grouper_type("reporting-specification-grouper", "Reporting Specification Grouper", True),
+            {
+                "code": {"system": HL7_USAGE_CONTEXT_TYPE, "code": "focus", "display": "Clinical Focus"},
+                "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": snomed}], "text": title},
+            },
         ],
         "purpose": description,
         "compose": compose,
     }
 
 
-def _condition_grouper(release: _Release, condition: _Condition, references: list[str],
-                       resource_id: str, rng: random.Random) -> dict[str, Any]:
+def _condition_grouper(
+    release: _Release, condition: _Condition, references: list[str], resource_id: str, rng: random.Random
+) -> dict[str, Any]:
     title = condition.title
     tags = [
-        {"system": "http://hl7.org/fhir/Library#relatedArtifact.dependsOn",
-         "code": f"{BASE}/tes-content-library|{release.version}"},
-        {"system": "http://hl7.org/fhir/ValueSet#useContext.context-type-value",
-         "code": f"grouper-type${USAGE_CONTEXT_TYPE}|condition-grouper"},
+        {
+            "system": "http://hl7.org/fhir/Library#relatedArtifact.dependsOn",
+            "code": f"{BASE}/tes-content-library|{release.version}",
+        },
+        {
+            "system": "http://hl7.org/fhir/ValueSet#useContext.context-type-value",
+            "code": f"grouper-type${USAGE_CONTEXT_TYPE}|condition-grouper",
+        },
     ]
     return {
         "resourceType": "ValueSet",
@@ -576,17 +841,25 @@ def _condition_grouper(release: _Release, condition: _Condition, references: lis
         "experimental": False,
         "date": release.date,
         "publisher": "Association of Public Health Laboratories (APHL)",
-        "description": ("The set of all codes from value sets used in Reporting Specifications "
-                        f"that are associated with the '{title}' condition. "
-                        "(NOTE: Generated Content)"),
+        "description": (
+            "The set of all codes from value sets used in Reporting Specifications "
+            f"that are associated with the '{title}' condition. "
+            "(NOTE: Generated Content)"
+        ),
         "useContext": [_grouper_type("condition-grouper", "Condition Grouper", False)],
         "compose": {"include": [{"valueSet": [reference]} for reference in references]},
     }
 
 
-def _context_grouper(release: _Release, condition: _Condition, url: str, topic: str,
-                     compose: dict[str, Any], resource_id: str,
-                     rng: random.Random) -> dict[str, Any]:
+def _context_grouper(
+    release: _Release,
+    condition: _Condition,
+    url: str,
+    topic: str,
+    compose: dict[str, Any],
+    resource_id: str,
+    rng: random.Random,
+) -> dict[str, Any]:
     title = f"{condition.title} Additional Context: {topic}"
     return {
         "resourceType": "ValueSet",
@@ -601,16 +874,15 @@ def _context_grouper(release: _Release, condition: _Condition, url: str, topic: 
         "experimental": False,
         "date": release.date,
         "publisher": "Association of Public Health Laboratories (APHL)",
-        "description": (f"Additional context codes ({topic.lower()}) for the "
-                        f"'{condition.title}' condition."),
-        "useContext": [_grouper_type("additional-context-grouper", "Additional Context Grouper",
-                                     False)],
+        "description": (f"Additional context codes ({topic.lower()}) for the '{condition.title}' condition."),
+        "useContext": [_grouper_type("additional-context-grouper", "Additional Context Grouper", False)],
         "compose": compose,
     }
 
 
-def _triggering(release: _Release, slug: str, title: str, compose: dict[str, Any],
-                resource_id: str, rng: random.Random) -> dict[str, Any]:
+def _triggering(
+    release: _Release, slug: str, title: str, compose: dict[str, Any], resource_id: str, rng: random.Random
+) -> dict[str, Any]:
     return {
         "resourceType": "ValueSet",
         "id": resource_id,
@@ -624,8 +896,12 @@ def _triggering(release: _Release, slug: str, title: str, compose: dict[str, Any
         "date": release.rs_date,
         "publisher": "eCR",
         "description": f"{title} (eRSD)",
-        "useContext": [{"code": {"system": HL7_USAGE_CONTEXT_TYPE, "code": "program"},
-                        "valueCodeableConcept": {"text": "Public Health Reporting"}}],
+        "useContext": [
+            {
+                "code": {"system": HL7_USAGE_CONTEXT_TYPE, "code": "program"},
+                "valueCodeableConcept": {"text": "Public Health Reporting"},
+            }
+        ],
         "compose": compose,
     }
 
@@ -646,19 +922,21 @@ def _iter_valuesets(spec: SyntheticSpec) -> Iterator[dict[str, Any]]:
                 continue
             rng = _rng(spec, "grouper", condition.key, release.index)
             if release.index > 0 and rng.random() < 0.01 and len(condition.snomed) < 11:
-                condition.snomed.append(snomed_code(70000000 + condition.key * 16
-                                                    + release.index))
+                condition.snomed.append(snomed_code(70000000 + condition.key * 16 + release.index))
             references: list[str] = []
             for snomed in condition.snomed:
                 content_rng = _rng(spec, "rs", snomed, release.index)
                 previous = rs_content.get(snomed)
-                content = (_initial_content(content_rng, pools, _size(content_rng),
-                                            condition.vaccine) if previous is None
-                           else _drift(content_rng, pools, previous))
+                content = (
+                    _initial_content(content_rng, pools, _size(content_rng), condition.vaccine)
+                    if previous is None
+                    else _drift(content_rng, pools, previous)
+                )
                 rs_content[snomed] = content
                 references.append(f"{VALUESET_BASE}/rs-grouper-{snomed}|{release.rs_version}")
-                yield _rs_grouper(release, condition, snomed,
-                                  _compose(pools, content, content_rng), ids.take(), content_rng)
+                yield _rs_grouper(
+                    release, condition, snomed, _compose(pools, content, content_rng), ids.take(), content_rng
+                )
             if release.index >= context_from:
                 if not condition.contexts:
                     roll = _rng(spec, "contexts", condition.key)
@@ -668,19 +946,28 @@ def _iter_valuesets(spec: SyntheticSpec) -> Iterator[dict[str, Any]]:
                             url = f"{VALUESET_BASE}/{_uuid(roll)}"
                             condition.contexts.append(url)
                             context_topics[url] = _CONTEXT_TOPICS[
-                                (condition.key + number) % len(_CONTEXT_TOPICS)]
+                                (condition.key + number) % len(_CONTEXT_TOPICS)
+                            ]
                 for url in condition.contexts:
                     content_rng = _rng(spec, "acg", url, release.index)
                     previous = context_content.get(url)
-                    content = (_initial_content(content_rng, pools, content_rng.randint(3, 80),
-                                                False) if previous is None
-                               else _drift(content_rng, pools, previous))
+                    content = (
+                        _initial_content(content_rng, pools, content_rng.randint(3, 80), False)
+                        if previous is None
+                        else _drift(content_rng, pools, previous)
+                    )
                     content.fixed.clear()
                     context_content[url] = content
                     references.append(f"{url}|{release.version}")
-                    yield _context_grouper(release, condition, url, context_topics[url],
-                                           _compose(pools, content, content_rng), ids.take(),
-                                           content_rng)
+                    yield _context_grouper(
+                        release,
+                        condition,
+                        url,
+                        context_topics[url],
+                        _compose(pools, content, content_rng),
+                        ids.take(),
+                        content_rng,
+                    )
             cg_rng = _rng(spec, "condition-grouper", condition.key, release.index)
             resource_id = _uuid(cg_rng) if release.index == 0 else ids.take()
             yield _condition_grouper(release, condition, references, resource_id, cg_rng)
@@ -717,9 +1004,9 @@ def jurisdiction_ids(count: int) -> list[str]:
 @dataclass(frozen=True)
 class _Child:
     url: str
-    versions: tuple[str, ...]        # oldest first
+    versions: tuple[str, ...]  # oldest first
     title: str
-    codes: dict[str, list[str]]      # latest version's codes per system (for "repeat" additions)
+    codes: dict[str, list[str]]  # latest version's codes per system (for "repeat" additions)
 
 
 def _children(valuesets: Sequence[dict[str, Any]]) -> list[_Child]:
@@ -734,22 +1021,25 @@ def _children(valuesets: Sequence[dict[str, Any]]) -> list[_Child]:
         codes: dict[str, list[str]] = {}
         for include in latest["compose"]["include"]:
             codes.setdefault(include["system"], []).extend(
-                concept["code"] for concept in include.get("concept", [])[:50])
-        children.append(_Child(url, tuple(r["version"] for r in versions), latest["title"],
-                               codes))
+                concept["code"] for concept in include.get("concept", [])[:50]
+            )
+        children.append(_Child(url, tuple(r["version"] for r in versions), latest["title"], codes))
     return children
 
 
-_ADDED = [("loinc_codes", LOINC), ("snomed_codes", SNOMED), ("icd10_codes", ICD10CM),
-          ("rxnorm_codes", RXNORM)]
+_ADDED = [
+    ("loinc_codes", LOINC),
+    ("snomed_codes", SNOMED),
+    ("icd10_codes", ICD10CM),
+    ("rxnorm_codes", RXNORM),
+]
 
 
 def _timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def generate_configurations(spec: SyntheticSpec,
-                            valuesets: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def generate_configurations(spec: SyntheticSpec, valuesets: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Configurations of ``spec.jurisdictions`` jurisdictions over the RS groupers given."""
     children = _children(valuesets)
     if not children:
@@ -772,7 +1062,7 @@ def generate_configurations(spec: SyntheticSpec,
                 version = rng.choice(child.versions[:-1])
             picks.append((child, version))
         extra = 0
-        while len(picks) < wanted:   # more configurations than groupers: other versions
+        while len(picks) < wanted:  # more configurations than groupers: other versions
             child = order[extra % len(order)]
             picks.append((child, child.versions[(extra // len(order)) % len(child.versions)]))
             extra += 1
@@ -784,8 +1074,7 @@ def generate_configurations(spec: SyntheticSpec,
                 "jurisdiction_id": jurisdiction,
                 "child_grouper_url": child.url,
                 "child_grouper_version": version,
-                "display_name_override": (None if rng.random() < 0.85
-                                          else f"{child.title} ({jurisdiction})"),
+                "display_name_override": (None if rng.random() < 0.85 else f"{child.title} ({jurisdiction})"),
                 "version": 1 if rng.random() < 0.6 else rng.randint(2, 5),
             }
             for column, system in _ADDED:
@@ -794,24 +1083,26 @@ def generate_configurations(spec: SyntheticSpec,
                     for _ in range(rng.randint(1, 4)):
                         base = child.codes.get(system)
                         if base and rng.random() < 0.15:
-                            codes.append(rng.choice(base))          # repeats a base code
+                            codes.append(rng.choice(base))  # repeats a base code
                         else:
                             item = rng.randrange(pools.size[system])
                             codes.append(pools.concept(system, item)["code"])
                 record[column] = list(dict.fromkeys(codes))
-            record.update({
-                "is_active": True,
-                "created_by": f"analyst{rng.randint(1, 9)}@{jurisdiction.lower()}.health.example",
-                "created_at": _timestamp(created),
-                "updated_at": _timestamp(updated),
-            })
+            record.update(
+                {
+                    "is_active": True,
+                    "created_by": f"analyst{rng.randint(1, 9)}@{jurisdiction.lower()}.health.example",
+                    "created_at": _timestamp(created),
+                    "updated_at": _timestamp(updated),
+                }
+            )
             roll = rng.random()
             if roll < 0.008:
-                record["is_active"] = False                          # switched off
+                record["is_active"] = False  # switched off
             elif roll < 0.011:
-                record["child_grouper_version"] = MISSING_VERSION    # no such grouper version
+                record["child_grouper_version"] = MISSING_VERSION  # no such grouper version
             elif roll < 0.013:
-                record["jurisdiction_id"] = UNKNOWN_JURISDICTION     # not a known jurisdiction
+                record["jurisdiction_id"] = UNKNOWN_JURISDICTION  # not a known jurisdiction
             configurations.append(record)
     return configurations
 
@@ -865,6 +1156,5 @@ def generate(out_dir: Path, spec: SyntheticSpec = SyntheticSpec()) -> SyntheticS
         if category is None:
             continue
         counts[category] += 1
-        counts["codes"] += sum(len(include.get("concept", []))
-                               for include in resource["compose"]["include"])
+        counts["codes"] += sum(len(include.get("concept", [])) for include in resource["compose"]["include"])
     return SyntheticSummary(tes_dir, configurations_file, counts)

@@ -9,15 +9,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from loaders import connection, dbt
-from loaders.paths import state_dir
+from refinery import connection, dbt
+from refinery.paths import state_dir
 
 
 def run(args: argparse.Namespace) -> int:
-    from loaders import check
     from loaders.land.configurations import load_configurations
     from loaders.land.tes import load_tes
-    from loaders.tes.synthetic import SyntheticSpec, generate
+    from refinery.commands import check
+    from refinery.synthetic import SyntheticSpec, generate
 
     console = Console(highlight=False)
     started = time.perf_counter()

@@ -21,8 +21,8 @@ import psycopg
 from psycopg import sql
 from rich.console import Console
 
-from loaders import connection
 from loaders.errors import ConfigurationError, InvalidInputError
+from refinery import connection
 
 TOP_CONDITIONS = 12
 PNG_NAME = "release_changes.png"
@@ -185,9 +185,7 @@ def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def write_report(
-    conn: psycopg.Connection, schema: str, out: Path, limit: int = TOP_CONDITIONS
-) -> Report:
+def write_report(conn: psycopg.Connection, schema: str, out: Path, limit: int = TOP_CONDITIONS) -> Report:
     changes = read_changes(conn, schema)
     conditions = most_changed(changes, limit)
     try:
@@ -208,9 +206,7 @@ def run(args: argparse.Namespace) -> int:
     with connection.connect(settings) as conn:
         report = write_report(conn, schema, Path(args.out))
     out = Console(highlight=False, soft_wrap=True)
-    out.print(
-        f"{report.conditions} most-changed conditions over {report.release_pairs} release pairs"
-    )
+    out.print(f"{report.conditions} most-changed conditions over {report.release_pairs} release pairs")
     out.print(f"chart: {report.png.resolve()}")
     out.print(f"page:  {report.html.resolve()}")
     return 0

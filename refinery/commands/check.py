@@ -16,7 +16,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from loaders import connection, dbt
+from refinery import connection, dbt
 
 SERVING_TABLES = (
     "tes_condition_groupers",
@@ -34,7 +34,7 @@ class CheckResult:
     """One dbt test's outcome."""
 
     name: str
-    status: str        # pass, warn, fail, error, skipped
+    status: str  # pass, warn, fail, error, skipped
     failures: int | None
     message: str
 
@@ -46,12 +46,14 @@ def test_results(run_results: Mapping[str, Any]) -> list[CheckResult]:
         unique_id = str(node.get("unique_id", ""))
         if not unique_id.startswith(("test.", "unit_test.")):
             continue
-        results.append(CheckResult(
-            name=unique_id.split(".")[2] if unique_id.count(".") >= 2 else unique_id,
-            status=str(node.get("status", "")),
-            failures=node.get("failures"),
-            message=str(node.get("message") or ""),
-        ))
+        results.append(
+            CheckResult(
+                name=unique_id.split(".")[2] if unique_id.count(".") >= 2 else unique_id,
+                status=str(node.get("status", "")),
+                failures=node.get("failures"),
+                message=str(node.get("message") or ""),
+            )
+        )
     return sorted(results, key=lambda result: result.name)
 
 
@@ -70,7 +72,8 @@ def row_counts(settings: connection.DatabaseSettings, schema: str) -> dict[str, 
                 counts[table] = None
                 continue
             query = sql.SQL("select count(*) from {}.{}").format(
-                sql.Identifier(schema), sql.Identifier(table))
+                sql.Identifier(schema), sql.Identifier(table)
+            )
             row = conn.execute(query).fetchone()
             counts[table] = int(row[0]) if row else 0
     return counts
@@ -87,8 +90,9 @@ def render(console: Console, results: list[CheckResult], counts: Mapping[str, in
     for result in results:
         style = _STYLE.get(result.status, "")
         failures = "" if result.failures is None else str(result.failures)
-        checks.add_row(result.name, f"[{style}]{result.status.upper()}[/]" if style else result.status,
-                       failures)
+        checks.add_row(
+            result.name, f"[{style}]{result.status.upper()}[/]" if style else result.status, failures
+        )
     console.print(checks)
     summary = Table(title="Table row counts")
     summary.add_column("Table Name")
@@ -98,7 +102,7 @@ def render(console: Console, results: list[CheckResult], counts: Mapping[str, in
     console.print(summary)
 
 
-def run_cli(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import os
 
     console = Console(highlight=False)

@@ -13,87 +13,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from loaders.errors import ConfigurationError, RefineryError
+from loaders.errors import RefineryError
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _console() -> Console:
-    return Console(stderr=False, highlight=False)
-
-
 def _err_console() -> Console:
     return Console(stderr=True, highlight=False)
-
-
-# --- db -----------------------------------------------------------------------------------------
-
-
-def cmd_db(args: argparse.Namespace) -> int:
-    from loaders import connection, embedded
-
-    out = _console()
-    if args.action == "up":
-        settings = connection.resolve()
-        out.print(f"PostgreSQL ready: {settings.describe()}")
-        return 0
-    if args.action == "down":
-        if connection.configured() is not None:
-            out.print("DATABASE_URL / PG variables are set: not stopping a server refinery did not start")
-            return 0
-        stopped = embedded.down()
-        out.print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
-        return 0
-    if args.action == "status":
-        settings = connection.configured()
-        if settings is not None:
-            with connection.connect(settings) as conn:
-                version = conn.execute("show server_version").fetchone()[0]
-            out.print(f"configured server: {settings.describe()}, PostgreSQL {version}")
-            return 0
-        state = embedded.status()
-        if state.running:
-            out.print(
-                f"embedded PostgreSQL running: pid {state.pid}, 127.0.0.1:{state.port}, data {state.data_dir}"
-            )
-            return 0
-        out.print(f"embedded PostgreSQL not running (data {state.data_dir})")
-        return 3
-    if args.action == "url":
-        settings = connection.resolve()
-        print(settings.url(show_password=args.show_password))
-        return 0
-    if args.action == "env":
-        settings = connection.resolve()
-        for name, value in settings.dbt_env().items():
-            print(f"export {name}={_shell_quote(value)}")
-        return 0
-    raise ConfigurationError(f"unknown db action {args.action!r}")
-
-
-def _shell_quote(value: str) -> str:
-    import shlex
-
-    return shlex.quote(value)
-
-
-# --- dbt ----------------------------------------------------------------------------------------
-
-
-def cmd_build(args: argparse.Namespace) -> int:
-    from loaders import connection, dbt
-    from loaders.land.ddl import ensure_raw_schema
-
-    dbt.profiles_dir()  # a missing profile is reported before the database is touched
-    settings = connection.resolve()
-    with connection.connect(settings) as conn:
-        ensure_raw_schema(conn)
-    outcome = dbt.run(["build", *args.dbt_args], settings)
-    exception = getattr(outcome.result, "exception", None)
-    if outcome.exit_code == 2 and exception is not None:
-        lines = str(exception).strip().splitlines()
-        raise ConfigurationError(f"dbt could not run: {lines[0] if lines else type(exception).__name__}")
-    return outcome.exit_code
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -110,12 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--jurisdictions", type=int, default=5, help="synthetic jurisdictions (default 5)")
     demo.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     demo.add_argument("--out", type=Path, default=None, help="where to write the synthetic files")
-    demo.set_defaults(handler=_lazy("loaders.commands.demo", "run"))
+    demo.set_defaults(handler=_lazy("demo"))
 
     db = sub.add_parser("db", help="the database: up, down, status, url, env")
     db.add_argument("action", choices=["up", "down", "status", "url", "env"])
     db.add_argument("--show-password", action="store_true", help="print the password in `url`")
-    db.set_defaults(handler=cmd_db)
+    db.set_defaults(handler=_lazy("db"))
 
     fetch = sub.add_parser("fetch", help="pull active ValueSets from the TES FHIR API into files")
     fetch.add_argument("--out", type=Path, required=True, help="folder for category files and manifest.json")
@@ -124,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("--dry-run", action="store_true", help="fetch and report changes, write nothing")
     fetch.add_argument("--page-size", type=int, default=250, help="_count asked per page (default 250)")
-    fetch.set_defaults(handler=_lazy("loaders.tes.fetch", "run_cli"))
+    fetch.set_defaults(handler=_lazy("fetch"))
 
     load = sub.add_parser("load", help="land TES JSON or configurations in schema raw")
     load_sub = load.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -132,19 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     load_tes.add_argument("paths", nargs="+", type=Path)
     load_tes.add_argument("--skip-invalid", action="store_true", help="load valid records, reject the rest")
     load_tes.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for the lock")
-    load_tes.set_defaults(handler=_lazy("loaders.land.tes", "run_cli"))
+    load_tes.set_defaults(handler=_lazy("load"))
     load_conf = load_sub.add_parser(
         "configurations", help="replace configurations from a JSON or CSV snapshot"
     )
     load_conf.add_argument("file", type=Path)
     load_conf.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for the lock")
-    load_conf.set_defaults(handler=_lazy("loaders.land.configurations", "run_cli"))
+    load_conf.set_defaults(handler=_lazy("load"))
 
     build = sub.add_parser("build", help="run `dbt build`; extra arguments pass through to dbt")
     build.add_argument(
         "dbt_args", nargs=argparse.REMAINDER, help="e.g. --full-refresh, --select refinement_cache"
     )
-    build.set_defaults(handler=cmd_build)
+    build.set_defaults(handler=_lazy("build"))
 
     sync = sub.add_parser("sync", help="the scheduled job: fetch (with TES_API_KEY), load changes, build")
     sync.add_argument(
@@ -152,27 +78,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--configurations", type=Path, default=None, help="configurations snapshot to load")
     sync.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for the lock")
-    sync.set_defaults(handler=_lazy("loaders.commands.sync", "run"))
+    sync.set_defaults(handler=_lazy("sync"))
 
     check = sub.add_parser("check", help="run the sanity checks (dbt tests) and print them as a table")
-    check.set_defaults(handler=_lazy("loaders.check", "run_cli"))
+    check.set_defaults(handler=_lazy("check"))
 
     docs = sub.add_parser("docs", help="generate the static dbt docs page")
-    docs.set_defaults(handler=_lazy("loaders.commands.docs", "run"))
+    docs.set_defaults(handler=_lazy("docs"))
 
     report = sub.add_parser("report", help="charts of release-to-release terminology changes")
     report.add_argument("--out", type=Path, default=Path("target/report"), help="output folder")
-    report.set_defaults(handler=_lazy("loaders.commands.report", "run"))
+    report.set_defaults(handler=_lazy("report"))
     return parser
 
 
-def _lazy(module: str, function: str) -> Handler:
-    """Import a subcommand's module only when it runs (dbt is slow to import)."""
+def _lazy(command: str) -> Handler:
+    """The `run` of `refinery.commands.<command>`, imported only when it runs (dbt is slow to import)."""
 
     def handler(args: argparse.Namespace) -> int:
         import importlib
 
-        return int(getattr(importlib.import_module(module), function)(args))
+        return int(importlib.import_module(f"refinery.commands.{command}").run(args))
 
     return handler
 

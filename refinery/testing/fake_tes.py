@@ -17,7 +17,7 @@ forgotten, as after a HAPI search cache expiry).
     with FakeTES(valuesets, page_cap=50, api_key="k", faults={2: Fault.status(429)}) as tes:
         ...  # tes.base_url, tes.requests
 
-Manual use: ``python -m loaders.tes.fake_server --data DIR --port 8080`` (or ``--synthetic``).
+Manual use: ``python -m refinery.testing.fake_tes --data DIR --port 8080`` (or ``--synthetic``).
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ class Fault:
 
     @classmethod
     def status(cls, code: int, retry_after: float | str | None = None) -> Fault:
-        return cls("status", status_code=code,
-                   retry_after=None if retry_after is None else str(retry_after))
+        return cls("status", status_code=code, retry_after=None if retry_after is None else str(retry_after))
 
     @classmethod
     def drop(cls) -> Fault:
@@ -113,7 +112,7 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     counter: int = 0
     searches: dict[str, _Search] = field(default_factory=dict)
-    pages: dict[str, tuple[str, int]] = field(default_factory=dict)   # token -> (search, offset)
+    pages: dict[str, tuple[str, int]] = field(default_factory=dict)  # token -> (search, offset)
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def fault_for(self, number: int, path: str) -> Fault | None:
@@ -133,8 +132,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _send(self, status: int, body: bytes, headers: Mapping[str, str] | None = None,
-              length: int | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, headers: Mapping[str, str] | None = None, length: int | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/fhir+json;charset=utf-8")
         self.send_header("Content-Length", str(len(body) if length is None else length))
@@ -145,16 +145,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _outcome(self, status: int, text: str, headers: Mapping[str, str] | None = None) -> None:
-        body = json.dumps({"resourceType": "OperationOutcome", "issue": [
-            {"severity": "error", "code": "processing", "diagnostics": text}]}).encode()
+        body = json.dumps(
+            {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "processing", "diagnostics": text}],
+            }
+        ).encode()
         self._send(status, body, headers)
 
     def _record(self, number: int, status: int | None) -> None:
         parts = urlsplit(self.path)
         with self.server.state.lock:
-            self.server.state.requests.append(RecordedRequest(
-                number, parts.path, parse_qs(parts.query),
-                bool(self.headers.get("X-API-KEY")), status))
+            self.server.state.requests.append(
+                RecordedRequest(
+                    number, parts.path, parse_qs(parts.query), bool(self.headers.get("X-API-KEY")), status
+                )
+            )
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -251,8 +257,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _bundle(self, search_id: str, offset: int, fault: Fault | None) -> dict[str, Any]:
         state = self.server.state
         search = state.searches[search_id]
-        entries = [] if fault is not None and fault.kind == "empty" else \
-            search.results[offset: offset + search.count]
+        entries = (
+            []
+            if fault is not None and fault.kind == "empty"
+            else search.results[offset : offset + search.count]
+        )
         token = secrets.token_urlsafe(12)
         with state.lock:
             state.pages[token] = (search_id, offset)
@@ -273,10 +282,15 @@ class _Handler(BaseHTTPRequestHandler):
             "meta": {"lastUpdated": "2025-09-10T20:19:03.939+00:00"},
             "type": "searchset",
             "link": links,
-            "entry": [{"fullUrl": f"http://{host}:{port}{state.base_path.rstrip('/')}/ValueSet/"
-                                  f"{resource.get('id', '')}",
-                       "resource": resource, "search": {"mode": "match"}}
-                      for resource in entries],
+            "entry": [
+                {
+                    "fullUrl": f"http://{host}:{port}{state.base_path.rstrip('/')}/ValueSet/"
+                    f"{resource.get('id', '')}",
+                    "resource": resource,
+                    "search": {"mode": "match"},
+                }
+                for resource in entries
+            ],
         }
 
 
@@ -305,8 +319,9 @@ class FakeTES:
         port: int = 0,
         base_path: str = "/api/fhir",
     ) -> None:
-        self._state = _State([dict(r) for r in valuesets], api_key, page_cap, base_path,
-                             faults or {}, always, relative_links)
+        self._state = _State(
+            [dict(r) for r in valuesets], api_key, page_cap, base_path, faults or {}, always, relative_links
+        )
         self._server = _Server((host, port), self._state)
         self._thread: threading.Thread | None = None
 
@@ -327,9 +342,9 @@ class FakeTES:
             self._state.always = always
 
     def start(self) -> FakeTES:
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True,
-                                        name="fake-tes")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="fake-tes"
+        )
         self._thread.start()
         return self
 
@@ -342,8 +357,9 @@ class FakeTES:
     def __enter__(self) -> FakeTES:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -367,8 +383,9 @@ def read_valuesets(folder: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loaders.tes.fake_server",
-                                     description="Serve ValueSets as a fake TES FHIR API.")
+    parser = argparse.ArgumentParser(
+        prog="python -m refinery.testing.fake_tes", description="Serve ValueSets as a fake TES FHIR API."
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="folder (or file) of TES JSON to serve")
     source.add_argument("--synthetic", action="store_true", help="serve synthetic TES data")
@@ -378,14 +395,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     args = parser.parse_args(argv)
     if args.synthetic:
-        from loaders.tes.synthetic import SyntheticSpec, generate_valuesets
+        from refinery.synthetic import SyntheticSpec, generate_valuesets
 
         valuesets = generate_valuesets(SyntheticSpec(seed=args.seed))
     else:
         valuesets = read_valuesets(args.data)
     server = FakeTES(valuesets, page_cap=args.page_cap, api_key=args.api_key, port=args.port)
-    print(f"fake TES serving {len(valuesets)} ValueSets at {server.base_url} "
-          f"(header X-API-KEY: {args.api_key}); Ctrl-C stops", flush=True)
+    print(
+        f"fake TES serving {len(valuesets)} ValueSets at {server.base_url} "
+        f"(header X-API-KEY: {args.api_key}); Ctrl-C stops",
+        flush=True,
+    )
     try:
         server._server.serve_forever()
     except KeyboardInterrupt:

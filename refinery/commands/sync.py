@@ -23,12 +23,12 @@ from typing import Any, TextIO
 
 import psycopg
 
-from loaders import connection
-from loaders.connection import DatabaseSettings
 from loaders.errors import BuildFailedError, InvalidInputError, RefineryError
 from loaders.land import lock as load_lock
 from loaders.land.ddl import ensure_raw_schema
 from loaders.land.reader import expand_paths
+from refinery import connection
+from refinery.connection import DatabaseSettings
 
 
 @dataclass
@@ -58,12 +58,24 @@ class StepLog:
         try:
             yield fields
         except RefineryError as exc:
-            self.emit(name, "failed", time.perf_counter() - started, **fields,
-                      error=str(exc), exit_code=exc.exit_code)
+            self.emit(
+                name,
+                "failed",
+                time.perf_counter() - started,
+                **fields,
+                error=str(exc),
+                exit_code=exc.exit_code,
+            )
             raise
         except Exception as exc:
-            self.emit(name, "failed", time.perf_counter() - started, **fields,
-                      error=f"{type(exc).__name__}: {exc}", exit_code=1)
+            self.emit(
+                name,
+                "failed",
+                time.perf_counter() - started,
+                **fields,
+                error=f"{type(exc).__name__}: {exc}",
+                exit_code=1,
+            )
             raise
         status = fields.pop("status", "ok")
         self.emit(name, status, time.perf_counter() - started, **fields)
@@ -179,7 +191,7 @@ def _load_configurations(
 
 
 def _build(settings: DatabaseSettings, options: SyncOptions, fields: dict[str, Any]) -> None:
-    from loaders import dbt
+    from refinery import dbt
 
     with connection.connect(settings) as conn:
         ensure_raw_schema(conn)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loaders.errors import ConfigurationError
-from loaders.paths import state_dir
+from refinery.paths import state_dir
 
 DEFAULT_PORT = 54329
 SYSTEM_USER = "embedded_postgres"

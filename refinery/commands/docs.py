@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from loaders import connection, dbt
 from loaders.errors import ConfigurationError, RefineryError
+from refinery import connection, dbt
 
 STATIC_PAGE = "static_index.html"
 

@@ -1,1 +1,0 @@
-"""Subcommands that orchestrate several steps (demo, sync, docs, report)."""

@@ -1,0 +1,1 @@
+"""One module per `refinery` subcommand; each exposes `run(args) -> exit code`."""

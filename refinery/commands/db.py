@@ -1,0 +1,51 @@
+"""`refinery db up|down|status|url|env`: the database the other commands use."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from rich.console import Console
+
+from loaders.errors import ConfigurationError
+from refinery import connection, embedded
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Console(highlight=False)
+    if args.action == "up":
+        settings = connection.resolve()
+        out.print(f"PostgreSQL ready: {settings.describe()}")
+        return 0
+    if args.action == "down":
+        if connection.configured() is not None:
+            out.print("DATABASE_URL / PG variables are set: not stopping a server refinery did not start")
+            return 0
+        stopped = embedded.down()
+        out.print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+        return 0
+    if args.action == "status":
+        settings = connection.configured()
+        if settings is not None:
+            with connection.connect(settings) as conn:
+                version = conn.execute("show server_version").fetchone()[0]
+            out.print(f"configured server: {settings.describe()}, PostgreSQL {version}")
+            return 0
+        state = embedded.status()
+        if state.running:
+            out.print(
+                f"embedded PostgreSQL running: pid {state.pid}, 127.0.0.1:{state.port}, data {state.data_dir}"
+            )
+            return 0
+        out.print(f"embedded PostgreSQL not running (data {state.data_dir})")
+        return 2
+    if args.action == "url":
+        settings = connection.resolve()
+        print(settings.url(show_password=args.show_password))
+        return 0
+    if args.action == "env":
+        settings = connection.resolve()
+        for name, value in connection.dbt_env(settings).items():
+            print(f"export {name}={shlex.quote(value)}")
+        return 0
+    raise ConfigurationError(f"unknown db action {args.action!r}")
