@@ -206,7 +206,7 @@ def snapshot_project(
 ) -> Path:
     """A copy of the dbt project to benchmark: the committed HEAD (reproducible, and stable while
     others edit the working tree) or, with `working_tree`, the files as they are now. The large
-    scale appends its synthetic jurisdictions to the copy's seed, the way the README tells
+    scale appends its synthetic jurisdictions to the copy's seed, the way docs/loading.md tells
     operators to add local ones (it has 500; the seed lists 56)."""
     root = project_root()
     if dest.exists():

@@ -1,6 +1,6 @@
 """Exceptions the loaders raise; the CLI turns each into one line and an exit code.
 
-Exit codes (documented in README "Exit codes"):
+Exit codes (documented in docs/operations.md "Exit codes"):
   0  success
   1  dbt build or checks failed (dbt's own exit code 1)
   2  configuration error: bad settings, missing profile, database unreachable, bad usage

@@ -4,7 +4,7 @@ Everything runs under the load lock (held on one connection for the whole run an
 loaders). Each step prints one JSON line to stdout: `{"ts", "run_id", "step", "status",
 "seconds", ...counts}`; a failing step prints its line with `"status": "failed"`, `"error"` and
 `"exit_code"`, then the error propagates to the CLI (exit 3 bad input, 4 lock busy, 5 TES API
-failure, 6 build failure; see README "Scheduling").
+failure, 6 build failure; see docs/scheduling/README.md).
 """
 
 from __future__ import annotations

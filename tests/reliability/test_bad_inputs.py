@@ -3,14 +3,14 @@
 Every case runs the real CLI (`python -m refinery.cli load ...`) in a subprocess against one
 database per module that already holds good TES data and configurations. A refused input must:
 
-- exit with the documented code (3 = invalid input, README "Exit codes");
+- exit with the documented code (3 = invalid input, docs/operations.md "Exit codes");
 - print exactly one line on stderr, `error: <file>: record <n> (<url|version>): <reason> ...`,
   naming the file (and the record for record-level problems), with no traceback, no raw control
   characters and no rich markup swallowed;
 - leave every raw table byte-for-byte unchanged (md5 of all rows), except for at most one
   `raw.loads` row with status 'failed' whose error names the same file.
 
-Decisions documented here (and in README "Reliability"):
+Decisions documented here (and in docs/reliability.md):
 
 - A 200,000-code ValueSet is valid FHIR: it loads (and reloads as unchanged).
 - Unknown code systems, references without a `|version`, control characters other than NUL,

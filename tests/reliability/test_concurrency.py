@@ -1,6 +1,6 @@
 """Concurrency: two loaders at once, a loader during a dbt build, two builds at once.
 
-Documented behaviour (README "Reliability"):
+Documented behaviour (docs/reliability.md):
 
 - Loaders (`load tes`, `load configurations`, `sync`) share one PostgreSQL advisory lock: a
   second loader waits `--lock-timeout` seconds, then exits 4 with one line naming the holder, and
