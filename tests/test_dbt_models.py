@@ -162,11 +162,10 @@ def test_mutations_then_incremental_build_equals_recomputation_and_full_refresh(
     # full refresh gives the same rows (updated_at aside)
     build(built, "--full-refresh", command="run")
     refreshed = _snapshot(built)
+
     def strip(table):
-        return {
-            k: {c: v for c, v in row.items() if c != "updated_at"}
-            for k, row in table.items()
-        }
+        return {k: {c: v for c, v in row.items() if c != "updated_at"} for k, row in table.items()}
+
     assert strip(refreshed) == strip(after)
     assert url and version
 
