@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
-import struct
 import threading
 import time
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -445,29 +444,6 @@ def test_loaded_at_is_the_load_transaction_time(fresh_database: DatabaseSettings
     assert len(rows) == 1
     loaded_at, started_at, finished_at = rows[0]
     assert started_at - timedelta(seconds=5) <= loaded_at <= finished_at
-
-
-@pytest.mark.parametrize(
-    "moment",
-    [
-        datetime(2026, 3, 29, 1, 59, 59, 999999, tzinfo=UTC),
-        datetime(1999, 12, 31, 23, 59, 59, 1, tzinfo=timezone(timedelta(hours=-5))),
-        datetime(2000, 1, 1, tzinfo=UTC),
-    ],
-)
-def test_binary_copy_fields_round_trip(fresh_database: DatabaseSettings, moment: datetime) -> None:
-    """The hand-built binary fields (int8, timestamptz, text) read back exactly."""
-    from loaders.land.tes import COPY_SIGNATURE, COPY_TRAILER, _binary_tail, _binary_text
-
-    load_id = 2**40 + 7
-    with psycopg.connect(fresh_database.conninfo(), autocommit=True) as conn:
-        conn.execute(
-            "create table t (label text, load_id bigint, last_seen_load_id bigint, loaded_at timestamptz)"
-        )
-        row = struct.pack("!h", 4) + _binary_text("é\t\n") + _binary_tail(load_id, moment)
-        with conn.cursor() as cur, cur.copy("copy t from stdin (format binary)") as copy:
-            copy.write(COPY_SIGNATURE + row + COPY_TRAILER)
-        assert conn.execute("select * from t").fetchall() == [("é\t\n", load_id, load_id, moment)]
 
 
 def test_new_unchanged_and_reverted_contents_in_one_load_are_counted(

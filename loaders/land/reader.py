@@ -12,19 +12,16 @@ Only one file is held in memory at a time, and each record is released once it i
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import math
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import orjson
 
 from loaders.errors import InvalidInputError
 
@@ -132,16 +129,21 @@ def canonical_json(record: Any) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def canonical_bytes(record: Any, *, has_floats: bool = True) -> bytes:
-    """`canonical_json(record).encode()`, fast: orjson gives the same bytes unless floats occur.
+_ENCODER = msgspec.json.Encoder(order="sorted")
 
-    orjson writes some floats differently (`1e-7` against Python's `1e-07`) and refuses integers
-    beyond 64 bits, so documents with floats (and anything orjson refuses) use the json module.
+
+def canonical_bytes(record: Any, *, has_floats: bool = True) -> bytes:
+    """`canonical_json(record).encode()`, fast: msgspec gives the same bytes unless floats occur.
+
+    msgspec may write a float differently from Python's `repr`, so documents with floats (and
+    anything msgspec refuses, such as an unpaired surrogate) use the json module. Kept because it
+    is measured: ~5x the json module's encoder, ~20% of a production-scale load's wall clock
+    (bench/results/loader.md).
     """
     if not has_floats:
         try:
-            return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-        except TypeError:
+            return _ENCODER.encode(record)
+        except (msgspec.EncodeError, UnicodeEncodeError, TypeError, ValueError):
             pass
     return canonical_json(record).encode()
 
@@ -278,30 +280,10 @@ class _FloatSpy:
         return value
 
 
-@contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-    """No cyclic GC passes inside (restored after): parsed documents are millions of fresh,
-    acyclic objects, which the collector would otherwise walk again and again while they are
-    parsed (~25% of json.loads) and, once parsed, while each record is hashed and sent (~10% of a
-    load's client CPU). They are freed by reference counting all the same."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _parse(data: bytes, spy: _FloatSpy) -> Any:
-    with cyclic_gc_paused():
-        return json.loads(data, parse_constant=_reject_constant, parse_float=spy)
-
-
 def _parse_document(data: bytes, source: str, spy: _FloatSpy) -> Any:
     """The whole file parsed by the json module; FileRejected (with the reason) when it cannot be."""
     try:
-        return _parse(data, spy)
+        return json.loads(data, parse_constant=_reject_constant, parse_float=spy)
     except json.JSONDecodeError as exc:
         truncated = exc.pos >= len(data.rstrip()) or exc.msg.startswith("Unterminated string")
         what = "truncated JSON" if truncated else "invalid JSON"
@@ -407,7 +389,7 @@ class TesFile:
     """One input file: its FileInfo and its records, each yielded once.
 
     Fetch-format files and JSON lists (what `refinery fetch` writes) are split into their records'
-    raw JSON and each record is parsed (msgspec, ~1.4x the json module) only when its turn comes,
+    raw JSON and each record is parsed (msgspec) only when its turn comes,
     so rows reach the server while later records are still being read. A problem json.loads would
     find in such a file only past its syntax (a 5,000-digit integer, say) surfaces as FileRejected
     from `items()`; `refusal()` tells which problem the json module would report first.

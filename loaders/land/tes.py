@@ -3,8 +3,8 @@
 Files are read one at a time, each record parsed when its turn comes (`loaders.land.reader`);
 every record is validated and hashed from the parsed dict. Under the load lock the set of contents
 already stored is known, so the loader decides per record while streaming: a content not stored
-yet is COPYed (binary format, in ~128 KB writes the socket buffers) straight into
-`raw.tes_valuesets` (the server parses its jsonb while this process reads on); the keys of
+yet is COPYed (psycopg's binary COPY) straight into `raw.tes_valuesets` (the server parses its
+jsonb while this process reads on); the keys of
 contents stored by earlier loads go to a small temporary table, from which set-based SQL decides
 the rest per (canonical_url, version): same content as the current row → unchanged; a content
 seen before but superseded since (a revert) → its `last_seen_load_id` moves to this load. It all
@@ -14,13 +14,13 @@ behind. See `schema.sql` for the contract with dbt.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
+from psycopg.types.json import set_json_dumps
 
 from loaders.errors import InvalidInputError
 from loaders.land import lock as load_lock
@@ -30,7 +30,6 @@ from loaders.land.reader import (
     Rejection,
     TesFile,
     ValueSetRow,
-    cyclic_gc_paused,
     expand_paths,
 )
 
@@ -39,22 +38,18 @@ KIND = "tes"
 # Every content already stored (read under the lock, so it cannot change during the load).
 KNOWN_CONTENTS = "select canonical_url, version, resource_sha256 from raw.tes_valuesets"
 
-# Binary COPY: the server skips the text format's per-byte line/escape scan of ~all the data
-# (~15% of its CPU for a load); a jsonb field is a version byte, then the JSON text it parses.
+# Binary COPY: the server skips the text format's per-byte line/escape scan of ~all the data.
 COPY_NEW = (
     "copy raw.tes_valuesets (canonical_url, version, resource, resource_sha256, source_file,"
     " load_id, last_seen_load_id, loaded_at) from stdin (format binary)"
 )
-COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)  # no flags, no header extension
-COPY_TRAILER = struct.pack("!h", -1)
-_FIELDS = struct.pack("!h", 8)  # columns in COPY_NEW
-_LENGTH = struct.Struct("!i")
-_JSONB_VERSION = b"\x01"  # jsonb binary input: a version byte, then the JSON text
-_POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-# Rows are written in blocks of about this size (psycopg's largest unsplit block): few libpq calls,
-# yet the server gets data while this process reads on. Written directly: the kernel's socket
-# buffer holds the backlog (a writer thread, QueuedLibpqWriter, measured ~4% slower: GIL handoffs).
-COPY_BLOCK = 128 * 1024
+COPY_TYPES = ["text", "text", "jsonb", "text", "text", "int8", "int8", "timestamptz"]
+
+
+def _serialised(data: bytes) -> bytes:
+    """The jsonb column receives the record's canonical JSON, already serialised (and hashed)."""
+    return data
+
 
 CREATE_KEYS = """
 create temporary table tes_incoming (
@@ -131,33 +126,6 @@ where stored.load_id = %(load_id)s
 """
 
 
-def _binary_text(value: str | bytes) -> bytes:
-    """A text value in COPY binary format: its length, then its UTF-8 bytes."""
-    data = value.encode() if isinstance(value, str) else value
-    return _LENGTH.pack(len(data)) + data
-
-
-def _binary_tail(load_id: int, loaded_at: datetime) -> bytes:
-    """The last three fields of every row: load_id, last_seen_load_id (int8), loaded_at (timestamptz)."""
-    micros = (loaded_at - _POSTGRES_EPOCH) // timedelta(microseconds=1)
-    return struct.pack("!iqiqiq", 8, load_id, 8, load_id, 8, micros)
-
-
-def _binary_row(item: ValueSetRow, source_field: bytes, tail: bytes) -> list[bytes]:
-    """One row of COPY_NEW in binary format, as parts to join."""
-    return [
-        _FIELDS,
-        _binary_text(item.canonical_url),
-        _binary_text(item.version),
-        _LENGTH.pack(len(item.data) + 1),
-        _JSONB_VERSION,
-        item.data,
-        _binary_text(item.sha256),
-        source_field,
-        tail,
-    ]
-
-
 @dataclass
 class _Seen:
     """Where a (url, version) first appeared in this load, and with which content."""
@@ -196,68 +164,63 @@ def _stream(
     """Read every file once; COPY contents not stored yet into raw.tes_valuesets."""
     known = {tuple(row) for row in conn.execute(KNOWN_CONTENTS)}
     loaded_at: datetime = conn.execute("select now()").fetchone()[0]
-    tail = _binary_tail(load_id, loaded_at)
     found = _Stream()
     first: dict[tuple[str, str], _Seen] = {}
-    # The GC pause ends first (contexts exit in reverse): a collection it lets through (a full one
-    # the caller's heap was due) then runs while the server still works on the rows sent.
-    with (
-        conn.cursor() as cur,
-        cur.copy(COPY_NEW) as copy,
-        cyclic_gc_paused(),
-    ):
-        block: list[bytes] = [COPY_SIGNATURE]
-        size = len(COPY_SIGNATURE)
-        for path in files:
-            try:
-                document = TesFile(path)
-            except FileRejected as exc:
-                if not skip_invalid:
-                    raise exc.rejection.error() from exc
-                progress.rejected.append(exc.rejection)
-                continue
-            source = document.source
-            source_field = _binary_text(source)
-            try:
-                # --skip-invalid refuses a file as a whole when any of it is unreadable: read it
-                # all first; otherwise any problem stops the load, so rows stream as they come
-                items = list(document.items()) if skip_invalid else document.items()
-                for item in items:
-                    if not isinstance(item, ValueSetRow):
-                        if not skip_invalid:
-                            raise document.refusal(item).error()
-                        progress.rejected.append(item)
-                        continue
-                    key = (item.canonical_url, item.version)
-                    seen = first.get(key)
-                    if seen is None:
-                        first[key] = _Seen(item.sha256, source, item.index)
-                    elif seen.sha256 != item.sha256:
-                        if not skip_invalid:
-                            raise document.refusal(_conflict(item, source, seen)).error()
-                        found.conflicts[key] = seen
-                    found.keys.append((item.canonical_url, item.version, item.sha256, source, item.index))
-                    content = (item.canonical_url, item.version, item.sha256)
-                    if content in known:
-                        continue
-                    known.add(content)  # the same content twice in one load is sent once
-                    found.sent.add(content)
-                    block += _binary_row(item, source_field, tail)
-                    size += len(item.data) + 256
-                    if size >= COPY_BLOCK:
-                        copy.write(b"".join(block))
-                        block, size = [], 0
-            except FileRejected as exc:  # found past the file's syntax (see TesFile)
-                if not skip_invalid:
-                    raise exc.rejection.error() from exc
-                progress.rejected.append(exc.rejection)
-                continue
-            if block:  # the server works on this file's last rows while the next file is read
-                copy.write(b"".join(block))
-                block, size = [], 0
-            progress.files.append(document.info)
-        block.append(COPY_TRAILER)
-        copy.write(b"".join(block))
+    with conn.cursor() as cur:
+        set_json_dumps(_serialised, context=cur)
+        with cur.copy(COPY_NEW) as copy:
+            copy.set_types(COPY_TYPES)
+            for path in files:
+                try:
+                    document = TesFile(path)
+                except FileRejected as exc:
+                    if not skip_invalid:
+                        raise exc.rejection.error() from exc
+                    progress.rejected.append(exc.rejection)
+                    continue
+                source = document.source
+                try:
+                    # --skip-invalid refuses a file as a whole when any of it is unreadable: read
+                    # it all first; otherwise any problem stops the load, so rows stream as they come
+                    items = list(document.items()) if skip_invalid else document.items()
+                    for item in items:
+                        if not isinstance(item, ValueSetRow):
+                            if not skip_invalid:
+                                raise document.refusal(item).error()
+                            progress.rejected.append(item)
+                            continue
+                        key = (item.canonical_url, item.version)
+                        seen = first.get(key)
+                        if seen is None:
+                            first[key] = _Seen(item.sha256, source, item.index)
+                        elif seen.sha256 != item.sha256:
+                            if not skip_invalid:
+                                raise document.refusal(_conflict(item, source, seen)).error()
+                            found.conflicts[key] = seen
+                        found.keys.append((item.canonical_url, item.version, item.sha256, source, item.index))
+                        content = (item.canonical_url, item.version, item.sha256)
+                        if content in known:
+                            continue
+                        known.add(content)  # the same content twice in one load is sent once
+                        found.sent.add(content)
+                        copy.write_row(
+                            (
+                                item.canonical_url,
+                                item.version,
+                                item.data,
+                                item.sha256,
+                                source,
+                                load_id,
+                                load_id,
+                                loaded_at,
+                            )
+                        )
+                except FileRejected as exc:  # found past the file's syntax (see TesFile)
+                    if not skip_invalid:
+                        raise exc.rejection.error() from exc
+                    progress.rejected.append(exc.rejection)
+                    continue
+                progress.files.append(document.info)
     return found
 
 
