@@ -1,0 +1,213 @@
+{{ config(indexes=[{'columns': ['jurisdiction_id', 'condition_grouper_url'], 'unique': true}]) }}
+{#-
+    What `refinery export` writes for each configured condition of each jurisdiction: one row
+    per (jurisdiction_id, condition_grouper_url), the content of that condition's `active.json`
+    (docs/export.md). This project's configurations are per RS grouper, the Refiner's per
+    condition grouper: each refinement_cache row goes to the condition of its RS grouper
+    (int_rs_grouper_condition_groupers), and a payload is the union of its rows' codes, one
+    entry per code per key. content_sha256 fingerprints everything a version folder holds, so
+    refiner_payloads_snapshot opens a new version exactly when a payload changes.
+-#}
+with
+
+cache_rows as (
+
+    select
+        refinement_cache.jurisdiction_id,
+        refinement_cache.snomed_code,
+        refinement_cache.codes_by_system,
+        refinement_cache.source_details ->> 'child_grouper_url' as rs_grouper_url,
+        refinement_cache.source_details ->> 'child_grouper_version' as rs_grouper_version
+    from {{ ref('refinement_cache') }} as refinement_cache
+
+),
+
+payload_members as (
+
+    select
+        cache_rows.jurisdiction_id,
+        cache_rows.snomed_code,
+        cache_rows.codes_by_system,
+        conditions.condition_grouper_url,
+        conditions.condition_grouper_version,
+        conditions.condition_name
+    from cache_rows
+    inner join {{ ref('int_rs_grouper_condition_groupers') }} as conditions
+        on
+            cache_rows.rs_grouper_url = conditions.rs_grouper_url
+            and cache_rows.rs_grouper_version = conditions.rs_grouper_version
+
+),
+
+code_systems as (
+
+    select
+        short_name,
+        oid
+    from {{ ref('code_systems') }}
+
+),
+
+member_codes as (
+
+    -- every (key, code, display, system) of every member row, in the Refiner's six keys:
+    -- loinc, snomed, rxnorm, icd10 and cvx by name, every other system under `other` with its
+    -- OID when the code_systems seed knows it, else its own system URL (urn:oid: stripped)
+    select
+        payload_members.jurisdiction_id,
+        payload_members.condition_grouper_url,
+        codes.code,
+        '' as display,
+        case
+            when systems.system_key in ('loinc', 'snomed', 'rxnorm', 'icd10', 'cvx') then systems.system_key
+            else 'other'
+        end as set_key,
+        coalesce(code_systems.oid, regexp_replace(systems.system_key, '^urn:oid:', '')) as code_system
+    from payload_members
+    cross join lateral jsonb_each(payload_members.codes_by_system) as systems (system_key, system_codes)
+    cross join lateral jsonb_array_elements_text(systems.system_codes) as codes (code)
+    left join code_systems
+        on systems.system_key = code_systems.short_name
+
+),
+
+distinct_codes as (
+
+    -- one entry per code per key: a non-empty display first, then the lowest display and system
+    select distinct on (jurisdiction_id, condition_grouper_url, set_key, code)
+        jurisdiction_id,
+        condition_grouper_url,
+        set_key,
+        code,
+        display,
+        code_system
+    from member_codes
+    order by
+        jurisdiction_id asc,
+        condition_grouper_url asc,
+        set_key asc,
+        code asc,
+        display = '' asc,
+        display collate "C" asc,
+        code_system collate "C" asc
+
+),
+
+sets as (
+
+    select
+        jurisdiction_id,
+        condition_grouper_url,
+        set_key,
+        count(*) as code_count,
+        jsonb_agg(
+            jsonb_build_object('code', code, 'display', display, 'system', code_system)
+            order by code collate "C", code_system collate "C"
+        ) as entries
+    from distinct_codes
+    group by jurisdiction_id, condition_grouper_url, set_key
+
+),
+
+code_system_sets as (
+
+    select
+        jurisdiction_id,
+        condition_grouper_url,
+        sum(code_count) as code_count,
+        jsonb_build_object(
+            'loinc', coalesce(jsonb_agg(entries) filter (where set_key = 'loinc') -> 0, '[]'::jsonb),
+            'snomed', coalesce(jsonb_agg(entries) filter (where set_key = 'snomed') -> 0, '[]'::jsonb),
+            'rxnorm', coalesce(jsonb_agg(entries) filter (where set_key = 'rxnorm') -> 0, '[]'::jsonb),
+            'icd10', coalesce(jsonb_agg(entries) filter (where set_key = 'icd10') -> 0, '[]'::jsonb),
+            'cvx', coalesce(jsonb_agg(entries) filter (where set_key = 'cvx') -> 0, '[]'::jsonb),
+            'other', coalesce(jsonb_agg(entries) filter (where set_key = 'other') -> 0, '[]'::jsonb)
+        ) as code_system_sets
+    from sets
+    group by jurisdiction_id, condition_grouper_url
+
+),
+
+payloads as (
+
+    select
+        jurisdiction_id,
+        condition_grouper_url,
+        -- the latest release among the members (they differ only when a jurisdiction configured
+        -- RS grouper versions of different releases)
+        (array_agg(
+            condition_grouper_version
+            order by {{ release_order('condition_grouper_version') }} desc, condition_grouper_version collate "C" desc
+        ))[1] as condition_grouper_version,
+        (array_agg(
+            condition_name
+            order by {{ release_order('condition_grouper_version') }} desc, condition_grouper_version collate "C" desc
+        ))[1] as condition_name,
+        array_agg(distinct snomed_code collate "C" order by snomed_code collate "C")::text[]
+            as included_condition_rsg_codes
+    from payload_members
+    group by jurisdiction_id, condition_grouper_url
+
+),
+
+sections as (
+
+    select
+        jsonb_agg(
+            jsonb_build_object(
+                'include', include,
+                'narrative', narrative,
+                'action', action,
+                'name', name,
+                'code', code,
+                'versions', to_jsonb(string_to_array(versions, '|')),
+                'section_type', section_type
+            )
+            order by code collate "C"
+        ) as sections
+    from {{ ref('eicr_sections') }}
+
+),
+
+assembled as (
+
+    select
+        payloads.jurisdiction_id,
+        payloads.condition_grouper_url,
+        payloads.condition_grouper_version,
+        payloads.condition_name,
+        payloads.included_condition_rsg_codes,
+        lower(substring(payloads.condition_grouper_url from '([^/]+)$')) as condition_grouper_uuid,
+        regexp_replace(normalize(payloads.condition_name, nfkd), '[^A-Za-z0-9_]', '', 'g')  -- noqa: RF02
+            as condition_folder_name,
+        coalesce(code_system_sets.code_system_sets, jsonb_build_object(
+            'loinc', '[]'::jsonb, 'snomed', '[]'::jsonb, 'rxnorm', '[]'::jsonb,
+            'icd10', '[]'::jsonb, 'cvx', '[]'::jsonb, 'other', '[]'::jsonb
+        )) as code_system_sets,
+        coalesce(code_system_sets.code_count, 0) as code_count,
+        coalesce(sections.sections, '[]'::jsonb) as sections
+    from payloads
+    left join code_system_sets
+        on
+            payloads.jurisdiction_id = code_system_sets.jurisdiction_id
+            and payloads.condition_grouper_url = code_system_sets.condition_grouper_url
+    cross join sections
+
+)
+
+select
+    jurisdiction_id,
+    condition_grouper_url,
+    condition_grouper_uuid,
+    condition_grouper_version,
+    condition_name,
+    condition_folder_name,
+    included_condition_rsg_codes,
+    code_system_sets,
+    sections,
+    code_count::bigint as code_count,
+    {{ sha256_text(
+        "jsonb_build_array(condition_grouper_url, condition_grouper_version, condition_name,"
+        ~ " to_jsonb(included_condition_rsg_codes), code_system_sets, sections)::text"
+    ) }} as content_sha256
+from assembled
