@@ -78,7 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--configurations", type=Path, default=None, help="configurations snapshot to load")
     sync.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for the lock")
+    sync.add_argument(
+        "--export", type=Path, default=None, metavar="DIR", help="then `export --out DIR` after a build"
+    )
     sync.set_defaults(handler=_lazy("sync"))
+
+    export = sub.add_parser("export", help="write the payloads as the files today's Refiner reads")
+    export.add_argument("--out", type=Path, required=True, help="output folder (gets configurations/...)")
+    export.add_argument(
+        "--jurisdiction",
+        nargs="+",
+        action="extend",
+        default=None,
+        metavar="CODE",
+        help="only these jurisdictions' folders (default: every jurisdiction)",
+    )
+    export.set_defaults(handler=_lazy("export"))
 
     check = sub.add_parser("check", help="run the sanity checks (dbt tests) and print them as a table")
     check.set_defaults(handler=_lazy("check"))

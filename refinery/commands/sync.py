@@ -87,6 +87,7 @@ class SyncOptions:
     configurations: Path | None = None
     lock_timeout: float = 30.0
     build_args: tuple[str, ...] = ("build",)  # e.g. ("build", "--select", "...") in tests
+    export_dir: Path | None = None  # `--export DIR`: export after a successful build
 
 
 def _fetch(options: SyncOptions, environ: Mapping[str, str], fields: dict[str, Any]) -> None:
@@ -216,6 +217,20 @@ def _build(settings: DatabaseSettings, options: SyncOptions, fields: dict[str, A
         )
 
 
+def _export(settings: DatabaseSettings, out: Path, fields: dict[str, Any]) -> None:
+    from refinery.commands.export import run_export
+
+    result = run_export(settings, out, show_progress=False)
+    fields.update(
+        out=str(out),
+        payloads=result.payloads,
+        jurisdictions=result.jurisdictions,
+        deactivated=result.deactivated,
+        written=len(result.written),
+        unchanged=result.unchanged,
+    )
+
+
 def sync(
     settings: DatabaseSettings,
     options: SyncOptions,
@@ -240,6 +255,9 @@ def sync(
                 _load_configurations(settings, options, held, fields)
             with log.step("build") as fields:
                 _build(settings, options, fields)
+            if options.export_dir is not None:
+                with log.step("export") as fields:
+                    _export(settings, options.export_dir, fields)
     except RefineryError as exc:
         log.emit("sync", "failed", time.perf_counter() - started, exit_code=exc.exit_code)
         raise
@@ -252,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
         tes_dir=Path(args.tes_dir),
         configurations=Path(args.configurations) if args.configurations else None,
         lock_timeout=args.lock_timeout,
+        export_dir=Path(args.export) if getattr(args, "export", None) else None,
     )
     sync(settings, options)
     return 0
