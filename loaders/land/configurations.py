@@ -27,6 +27,12 @@ from loaders.land.reader import FileInfo
 
 KIND = "configurations"
 CODE_FIELDS = ("loinc_codes", "snomed_codes", "icd10_codes", "rxnorm_codes")
+# The short keys an exclusion may name (`loinc|94500-6`): the short_name column of
+# seeds/code_systems.csv (tests/test_codes.py keeps the two equal). A system given as a URL
+# (`http://loinc.org|94500-6`, anything with a `:`) needs no entry here.
+SYSTEM_KEYS = frozenset(
+    ("snomed", "loinc", "icd10", "rxnorm", "cvx", "cpt", "icd9", "icd10_who", "hcpcs", "ndc", "ucum")
+)
 REQUIRED = ("id", "jurisdiction_id", "child_grouper_url", "child_grouper_version")
 COLUMNS = (
     "id",
@@ -36,6 +42,7 @@ COLUMNS = (
     "display_name_override",
     "version",
     *CODE_FIELDS,
+    "excluded_codes",
     "is_active",
     "created_by",
     "created_at",
@@ -57,6 +64,7 @@ class Configuration:
     snomed_codes: list[str]
     icd10_codes: list[str]
     rxnorm_codes: list[str]
+    excluded_codes: list[str]
     is_active: bool
     created_by: str | None
     created_at: datetime | None
@@ -144,6 +152,42 @@ def _codes(name: str, value: Any, *, from_csv: bool) -> list[str]:
     return list(value)
 
 
+def _exclusions(value: Any, *, from_csv: bool) -> list[str]:
+    """excluded_codes: a list like the added codes, each entry a bare code or `system|code`
+    (system: a short key of SYSTEM_KEYS or a system URL); entries are kept as given, trimmed."""
+    name = "excluded_codes"
+    if from_csv and isinstance(value, str) and value.strip() and not value.strip().startswith("["):
+        entries: list[Any] = [entry.strip() for entry in value.split(";") if entry.strip()]
+    elif from_csv:
+        entries = _codes(name, value, from_csv=True)
+    else:
+        if value is not None and not isinstance(value, list):
+            raise _Bad(f"{name} must be a list of strings, got {_kind(value)}")
+        entries = list(value or [])
+    cleaned: list[str] = []
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            raise _Bad(f"{name}[{position}] must be a string, got {_kind(entry)}")
+        entry = entry.strip()
+        if not entry:
+            raise _Bad(f"{name}[{position}] is empty")
+        if "|" in entry:
+            system, _, code = entry.partition("|")
+            system, code = system.strip(), code.strip()
+            if not system or not code:
+                raise _Bad(f"{name}[{position}] {entry!r}: `system|code` needs both parts")
+            if "|" in code:
+                raise _Bad(f"{name}[{position}] {entry!r}: more than one `|`")
+            if ":" not in system and system not in SYSTEM_KEYS:
+                raise _Bad(
+                    f"{name}[{position}] {entry!r}: unknown system key {system!r} "
+                    f"(known: {', '.join(sorted(SYSTEM_KEYS))}; or give the system URL)"
+                )
+            entry = f"{system}|{code}"
+        cleaned.append(entry)
+    return cleaned
+
+
 def _timestamp(name: str, value: Any, *, from_csv: bool) -> datetime | None:
     if value is None or (from_csv and value.strip() == ""):
         return None
@@ -199,6 +243,7 @@ def parse_record(record: Any, *, from_csv: bool) -> Configuration:
         snomed_codes=_codes("snomed_codes", get("snomed_codes"), from_csv=from_csv),
         icd10_codes=_codes("icd10_codes", get("icd10_codes"), from_csv=from_csv),
         rxnorm_codes=_codes("rxnorm_codes", get("rxnorm_codes"), from_csv=from_csv),
+        excluded_codes=_exclusions(get("excluded_codes"), from_csv=from_csv),
         is_active=_boolean("is_active", get("is_active"), from_csv=from_csv),
         created_by=_text("created_by", get("created_by"), required=False, from_csv=from_csv),
         created_at=_timestamp("created_at", get("created_at"), from_csv=from_csv),
@@ -302,6 +347,7 @@ def _body(path: Path) -> Callable[[psycopg.Connection, int, Progress], Counts]:
                     "text",
                     "text",
                     "int4",
+                    "text[]",
                     "text[]",
                     "text[]",
                     "text[]",

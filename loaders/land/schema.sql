@@ -51,12 +51,15 @@ create table if not exists raw.configurations (
     snomed_codes text [] not null default '{}',
     icd10_codes text [] not null default '{}',
     rxnorm_codes text [] not null default '{}',
+    excluded_codes text [] not null default '{}',
     is_active boolean not null default false,
     created_by text,
     created_at timestamptz,
     updated_at timestamptz not null,
     load_id bigint not null references raw.loads (load_id)
 );
+-- Databases created before excluded_codes existed gain it (docs/codes.md#exclusions).
+alter table raw.configurations add column if not exists excluded_codes text [] not null default '{}';
 
 -- Records refused under --skip-invalid, with the reason.
 create table if not exists raw.rejected_records (

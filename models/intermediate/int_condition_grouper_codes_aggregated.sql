@@ -10,6 +10,8 @@
     Nearly every condition grouper has exactly one loaded RS grouper, whose aggregated row it
     copies (the union of one set is that set); only those with several aggregate their children's
     codes. A condition grouper none of whose RS groupers is loaded has empty arrays.
+    With the var include_additional_context_codes, the additional context groupers it references
+    count as children too (macro code_child_types).
 -#}
 with
 
@@ -27,7 +29,7 @@ rs_children as (
         parent_valueset_id,
         child_valueset_id
     from {{ ref('int_grouper_references_resolved') }}
-    where is_resolved and child_type = 'reporting_spec_grouper'
+    where is_resolved and child_type in {{ code_child_types() }}
 
 ),
 
@@ -52,7 +54,8 @@ single_child_codes as (
         child_codes.codes_by_system,
         child_codes.content_sha256,
         child_codes.pair_count,
-        child_codes.pair_hash_sum
+        child_codes.pair_hash_sum,
+        child_codes.code_system_sets
     from rs_children_counted
     inner join {{ ref('int_valueset_codes_aggregated') }} as child_codes
         on rs_children_counted.child_valueset_id = child_codes.valueset_id
@@ -91,6 +94,12 @@ several_children_fingerprints as (
 
 ),
 
+several_children_code_sets as (
+
+    {{ aggregate_code_system_sets('several_children_concepts', ['valueset_id']) }}
+
+),
+
 several_children_codes as (
 
     select
@@ -102,12 +111,15 @@ several_children_codes as (
         several_children_per_system.codes_by_system,
         {{ sha256_text('several_children_per_system.codes_by_system::text') }} as content_sha256,
         several_children_fingerprints.pair_count,
-        several_children_fingerprints.pair_hash_sum
+        several_children_fingerprints.pair_hash_sum,
+        several_children_code_sets.code_system_sets
     from several_children_per_system
     inner join several_children_all_codes
         on several_children_per_system.valueset_id = several_children_all_codes.valueset_id
     inner join several_children_fingerprints
         on several_children_per_system.valueset_id = several_children_fingerprints.valueset_id
+    inner join several_children_code_sets
+        on several_children_per_system.valueset_id = several_children_code_sets.valueset_id
 
 ),
 
@@ -123,7 +135,8 @@ select
     condition_groupers.valueset_id,
     {{ grouper_code_columns('grouper_codes') }},
     coalesce(grouper_codes.pair_count, 0) as pair_count,
-    coalesce(grouper_codes.pair_hash_sum, 0) as pair_hash_sum
+    coalesce(grouper_codes.pair_hash_sum, 0) as pair_hash_sum,
+    coalesce(grouper_codes.code_system_sets, {{ empty_code_system_sets() }}) as code_system_sets
 from condition_groupers
 left join grouper_codes
     on condition_groupers.valueset_id = grouper_codes.valueset_id

@@ -12,13 +12,37 @@
     not, the first reason why. Several counted candidates for one (snomed_code, jurisdiction_id):
     the latest updated_at wins, ties by the highest id; the others are superseded. A counted
     configuration also carries cache_source_sha256, the fingerprint of everything its cache row
-    is built from (refinement_cache.source_sha256).
+    is built from (refinement_cache.source_sha256): the configuration's content (added and
+    excluded codes included), its RS grouper's base, and the displays of its added codes.
+    Exclusions are resolved here: excluded_bare_codes (removed from every system) and
+    excluded_system_codes (`<system_key>|<code>`, the system given as a short key, a system URL
+    or urn:oid:<oid> keyed like int_grouper_concepts_keyed).
 -#}
 with
 
 configurations as (
 
     select * from {{ ref('stg_refiner__configurations') }}
+
+),
+
+code_systems as (
+
+    select
+        system_url,
+        short_name,
+        'urn:oid:' || oid as oid_url
+    from {{ ref('code_systems') }}
+
+),
+
+displays as (
+
+    select
+        system_key,
+        code,
+        display
+    from {{ ref('int_code_displays') }}
 
 ),
 
@@ -77,12 +101,62 @@ checked as (
 
 ),
 
+resolved as (
+
+    -- exclusions split by form and keyed; the displays of the added codes (they are part of the
+    -- row's code_system_sets, so of its fingerprint)
+    select
+        checked.*,
+        exclusions.excluded_bare_codes,
+        exclusions.excluded_system_codes,
+        added_displays.added_displays_text
+    from checked
+    cross join lateral (
+        select
+            coalesce(
+                array_agg(listed.entry order by listed.entry collate "C")
+                filter (where strpos(listed.entry, '|') = 0),
+                '{}'
+            )::text [] as excluded_bare_codes,
+            coalesce(
+                array_agg(distinct
+                    coalesce(by_key.short_name, by_url.short_name, by_oid.short_name, split_part(listed.entry, '|', 1))
+                    || '|' || substr(listed.entry, strpos(listed.entry, '|') + 1)
+                ) filter (where strpos(listed.entry, '|') > 0),
+                '{}'
+            )::text [] as excluded_system_codes
+        from unnest(checked.excluded_codes) as listed (entry)
+        left join code_systems as by_key
+            on split_part(listed.entry, '|', 1) = by_key.short_name
+        left join code_systems as by_url
+            on split_part(listed.entry, '|', 1) = by_url.system_url
+        left join code_systems as by_oid
+            on split_part(listed.entry, '|', 1) = by_oid.oid_url
+    ) as exclusions
+    cross join lateral (
+        select coalesce(string_agg(added.system_key || '|' || added.code || '|' || displays.display, chr(30)
+            order by added.system_key, added.code collate "C"), '') as added_displays_text
+        from (
+            select 'loinc' as system_key, unnest(checked.added_loinc_codes) as code
+            union all
+            select 'snomed' as system_key, unnest(checked.added_snomed_codes) as code
+            union all
+            select 'icd10' as system_key, unnest(checked.added_icd10_codes) as code
+            union all
+            select 'rxnorm' as system_key, unnest(checked.added_rxnorm_codes) as code
+        ) as added
+        inner join displays
+            on added.system_key = displays.system_key and added.code = displays.code
+    ) as added_displays
+
+),
+
 ranked as (
 
     select
         *,
         first_value(configuration_id) over candidates as winning_configuration_id
-    from checked
+    from resolved
     window candidates as (
         partition by ineligibility_reason is null, snomed_code, jurisdiction_id
         order by updated_at desc nulls last, configuration_id desc
@@ -99,6 +173,7 @@ select
         when ineligibility_reason is null and winning_configuration_id = configuration_id
             then {{ sha256_text(
                 "configuration_id::text || chr(31) || configuration_sha256 || chr(31) || base_source_sha256"
+                ~ " || chr(31) || added_displays_text"
             ) }}
     end as cache_source_sha256,
     configuration_id,
@@ -110,6 +185,9 @@ select
     added_snomed_codes,
     added_icd10_codes,
     added_rxnorm_codes,
+    excluded_codes,
+    excluded_bare_codes,
+    excluded_system_codes,
     is_active,
     created_by,
     created_at,

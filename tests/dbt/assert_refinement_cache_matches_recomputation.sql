@@ -10,7 +10,34 @@
 -- the re-derived parents' codes and additions.
 -- The per-code work is done once per RS grouper (hundreds), not once per row (thousands): the
 -- rows only assemble arrays and compare them.
+-- Rows whose configuration excludes codes are left to assert_code_exclusions_applied and to the
+-- Python oracle (tests/cache_oracle.py); every row's code_system_sets is checked against its
+-- codes_by_system by assert_code_system_sets_agree.
 with
+
+excluding_keys as (
+
+    select
+        snomed_code,
+        jurisdiction_id
+    from {{ ref('configurations') }}
+    where is_counted and cardinality(excluded_codes) > 0
+
+),
+
+cache_rows as (
+
+    select cache_table.*
+    from {{ ref('refinement_cache') }} as cache_table
+    where not exists (
+        select 1
+        from excluding_keys
+        where
+            excluding_keys.snomed_code = cache_table.snomed_code
+            and excluding_keys.jurisdiction_id = cache_table.jurisdiction_id
+    )
+
+),
 
 counted as (
 
@@ -24,7 +51,7 @@ counted as (
         icd10_codes,
         rxnorm_codes
     from {{ ref('configurations') }}
-    where is_counted
+    where is_counted and cardinality(excluded_codes) = 0
 
 ),
 
@@ -273,7 +300,7 @@ actual_systems as (
         cache_rows.jurisdiction_id,
         systems.system_key,
         systems.codes_json
-    from {{ ref('refinement_cache') }} as cache_rows
+    from cache_rows
     cross join lateral jsonb_each(cache_rows.codes_by_system) as systems (system_key, codes_json)
 
 ),
@@ -313,7 +340,7 @@ compared as (
         cardinality(expected.aggregated_codes) as expected_code_count,
         cardinality(actual.aggregated_codes) as actual_code_count
     from expected_rows as expected
-    full outer join {{ ref('refinement_cache') }} as actual
+    full outer join cache_rows as actual
         on
             expected.snomed_code = actual.snomed_code
             and expected.jurisdiction_id = actual.jurisdiction_id

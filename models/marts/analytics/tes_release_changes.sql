@@ -3,7 +3,9 @@
     later release added and removed, per code system. A release is a condition grouper version;
     releases are ordered as versions (2.0.0 < 10.0.0), versions with non-numeric parts after the
     numeric ones, as text. A condition in either release of a pair has a row; display names are
-    not compared (a renamed condition with the same codes has no change).
+    not compared (a renamed condition with the same codes has no change). codes_added_named and
+    codes_removed_named list the same codes with their displays (int_code_displays), so that
+    "what did 3.0.0 add to Dengue" reads as names.
 -#}
 with
 
@@ -115,14 +117,28 @@ pair_codes as (
 changes_by_system as (
 
     select
-        release_pair_number,
-        canonical_url,
-        code_system,
-        array_agg(code order by code collate "C") filter (where in_current) as added_codes,
-        array_agg(code order by code collate "C") filter (where in_previous) as removed_codes
+        pair_codes.release_pair_number,
+        pair_codes.canonical_url,
+        pair_codes.code_system,
+        array_agg(pair_codes.code order by pair_codes.code collate "C")
+        filter (where pair_codes.in_current) as added_codes,
+        array_agg(pair_codes.code order by pair_codes.code collate "C")
+        filter (where pair_codes.in_previous) as removed_codes,
+        jsonb_agg(
+            jsonb_build_object('code', pair_codes.code, 'display', coalesce(displays.display, ''))
+            order by pair_codes.code collate "C"
+        ) filter (where pair_codes.in_current) as added_named,
+        jsonb_agg(
+            jsonb_build_object('code', pair_codes.code, 'display', coalesce(displays.display, ''))
+            order by pair_codes.code collate "C"
+        ) filter (where pair_codes.in_previous) as removed_named
     from pair_codes
-    where in_previous <> in_current
-    group by release_pair_number, canonical_url, code_system
+    left join {{ ref('int_code_displays') }} as displays
+        on
+            pair_codes.code_system = displays.system_key
+            and pair_codes.code = displays.code
+    where pair_codes.in_previous <> pair_codes.in_current
+    group by pair_codes.release_pair_number, pair_codes.canonical_url, pair_codes.code_system
 
 ),
 
@@ -135,6 +151,10 @@ changes as (
         filter (where added_codes is not null) as codes_added,
         jsonb_object_agg(code_system, to_jsonb(removed_codes))
         filter (where removed_codes is not null) as codes_removed,
+        jsonb_object_agg(code_system, added_named)
+        filter (where added_named is not null) as codes_added_named,
+        jsonb_object_agg(code_system, removed_named)
+        filter (where removed_named is not null) as codes_removed_named,
         sum(coalesce(cardinality(added_codes), 0)) as added_count,
         sum(coalesce(cardinality(removed_codes), 0)) as removed_count
     from changes_by_system
@@ -154,6 +174,8 @@ final as (
         current_grouper.canonical_url is null as is_dropped,
         coalesce(changes.codes_added, '{}'::jsonb) as codes_added,
         coalesce(changes.codes_removed, '{}'::jsonb) as codes_removed,
+        coalesce(changes.codes_added_named, '{}'::jsonb) as codes_added_named,
+        coalesce(changes.codes_removed_named, '{}'::jsonb) as codes_removed_named,
         coalesce(changes.added_count, 0)::integer as added_count,
         coalesce(changes.removed_count, 0)::integer as removed_count,
         coalesce(previous_counts.code_count, 0)::integer as previous_code_count,

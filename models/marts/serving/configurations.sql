@@ -15,6 +15,7 @@ select
     added_snomed_codes as snomed_codes,
     added_icd10_codes as icd10_codes,
     added_rxnorm_codes as rxnorm_codes,
+    excluded_codes,
     is_active,
     created_by,
     created_at,

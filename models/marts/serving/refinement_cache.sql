@@ -69,7 +69,10 @@ counted as (
         added_loinc_codes,
         added_snomed_codes,
         added_icd10_codes,
-        added_rxnorm_codes
+        added_rxnorm_codes,
+        excluded_bare_codes,
+        excluded_system_codes,
+        cardinality(excluded_bare_codes) + cardinality(excluded_system_codes) > 0 as has_exclusions
     from {{ ref('int_configurations_evaluated') }}
     where
         is_counted
@@ -153,6 +156,7 @@ affected_bases as materialized (
         base_arrays.base_pair_hash_sum,
         base_arrays.parent_groupers,
         base_arrays.base_sha256,
+        base_arrays.base_code_system_sets,
         base_arrays.base_codes[:] as base_codes,
         base_arrays.base_loinc_codes[:] as base_loinc_codes,
         base_arrays.base_snomed_codes[:] as base_snomed_codes,
@@ -184,8 +188,10 @@ extras as (
         bases.base_sha256,
         bases.base_codes,
         bases.base_codes_by_system,
+        bases.base_code_system_sets,
         bases.base_pair_count,
         bases.base_pair_hash_sum,
+        affected.has_exclusions,
         missing.extra_loinc_codes,
         missing.extra_snomed_codes,
         missing.extra_icd10_codes,
@@ -223,12 +229,24 @@ extras as (
 
 ),
 
-computed as (
+key_oids as (
 
+    -- the OID of each of the five named code_system_sets keys (code_systems seed)
     select
-        snomed_code,
-        jurisdiction_id,
-        base_codes || extra_codes as aggregated_codes,
+    {%- for set_key in code_system_set_keys() %}
+        min(oid) filter (where short_name = '{{ set_key }}') as {{ set_key }}_oid{{ ',' if not loop.last }}
+    {%- endfor %}
+    from {{ ref('code_systems') }}
+
+),
+
+computed_without_exclusions as (
+
+    -- most rows: the base's arrays, then the additions it lacks (concatenation only)
+    select
+        extras.snomed_code,
+        extras.jurisdiction_id,
+        extras.base_codes || extras.extra_codes as aggregated_codes,
         case
             when
                 cardinality(extra_loinc_codes) + cardinality(extra_snomed_codes)
@@ -261,6 +279,29 @@ computed as (
                 end
             ))
         end as codes_by_system,
+        case
+            when
+                cardinality(extra_loinc_codes) + cardinality(extra_snomed_codes)
+                + cardinality(extra_icd10_codes) + cardinality(extra_rxnorm_codes) = 0
+                then base_code_system_sets
+            else base_code_system_sets || jsonb_strip_nulls(jsonb_build_object(
+            {%- for set_key in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
+                '{{ set_key }}',
+                case
+                    when cardinality(extra_{{ set_key }}_codes) > 0
+                        then (base_code_system_sets -> '{{ set_key }}') || (
+                            select jsonb_agg(
+                                {{ code_set_entry('extra.code', "coalesce(displays.display, '')", 'key_oids.' ~ set_key ~ '_oid') }}
+                                order by extra.position
+                            )
+                            from unnest(extra_{{ set_key }}_codes) with ordinality as extra (code, position)
+                            left join {{ ref('int_code_displays') }} as displays
+                                on displays.system_key = '{{ set_key }}' and extra.code = displays.code
+                        )
+                end{{ ',' if not loop.last }}
+            {%- endfor %}
+            ))
+        end as code_system_sets,
         jsonb_build_object(
             'configuration_id', configuration_id,
             'configuration_sha256', configuration_sha256,
@@ -293,6 +334,186 @@ computed as (
             from unnest(extra_rxnorm_codes) as extra (code)
         ), 0) as pair_hash_sum
     from extras
+    cross join key_oids
+    where not extras.has_exclusions
+
+),
+
+excluding_rows as (
+
+    -- rows with exclusions (few): recomputed from their (system, code) pairs
+    select
+        extras.snomed_code,
+        extras.jurisdiction_id,
+        extras.configuration_id,
+        extras.configuration_sha256,
+        extras.child_grouper_url,
+        extras.child_grouper_version,
+        extras.source_sha256,
+        extras.parent_groupers,
+        extras.base_sha256,
+        extras.base_codes_by_system,
+        affected.added_loinc_codes,
+        affected.added_snomed_codes,
+        affected.added_icd10_codes,
+        affected.added_rxnorm_codes,
+        affected.excluded_bare_codes,
+        affected.excluded_system_codes
+    from extras
+    inner join affected
+        on
+            extras.snomed_code = affected.snomed_code
+            and extras.jurisdiction_id = affected.jurisdiction_id
+    where extras.has_exclusions
+
+),
+
+kept_pairs as (
+
+    -- the pairs an excluding row keeps: the base's and the additions', minus the exclusions;
+    -- in_base orders them (the base's codes first, then the additions it lacks)
+    select
+        excluding_rows.snomed_code,
+        excluding_rows.jurisdiction_id,
+        listed.system_key collate "C" as system_key,
+        listed.code collate "C" as code,
+        bool_or(listed.in_base) as in_base
+    from excluding_rows
+    cross join lateral (
+        select
+            systems.system_key,
+            system_codes.code,
+            true as in_base
+        from jsonb_each(excluding_rows.base_codes_by_system) as systems (system_key, codes_json)
+        cross join lateral jsonb_array_elements_text(systems.codes_json) as system_codes (code)
+        {%- for set_key in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
+        union all
+        select
+            '{{ set_key }}' as system_key,
+            added.code,
+            false as in_base
+        from unnest(excluding_rows.added_{{ set_key }}_codes) as added (code)
+        {%- endfor %}
+    ) as listed
+    where
+        not listed.code = any(excluding_rows.excluded_bare_codes)
+        and not (listed.system_key || '|' || listed.code) = any(excluding_rows.excluded_system_codes)
+    group by excluding_rows.snomed_code, excluding_rows.jurisdiction_id, listed.system_key, listed.code
+
+),
+
+kept_systems as (
+
+    select
+        snomed_code,
+        jurisdiction_id,
+        jsonb_object_agg(system_key, codes) as codes_by_system
+    from (
+        select
+            snomed_code,
+            jurisdiction_id,
+            system_key,
+            to_jsonb(array_agg(code order by not in_base, code)) as codes
+        from kept_pairs
+        group by snomed_code, jurisdiction_id, system_key
+    ) as per_system
+    group by snomed_code, jurisdiction_id
+
+),
+
+kept_codes as (
+
+    select
+        snomed_code,
+        jurisdiction_id,
+        array_agg(code order by not in_base, code)::text [] as aggregated_codes
+    from (
+        select
+            snomed_code,
+            jurisdiction_id,
+            code,
+            bool_or(in_base) as in_base
+        from kept_pairs
+        group by snomed_code, jurisdiction_id, code
+    ) as per_code
+    group by snomed_code, jurisdiction_id
+
+),
+
+kept_sets as (
+
+    select
+        kept_pairs.snomed_code,
+        kept_pairs.jurisdiction_id,
+        count(*) as pair_count,
+        sum({{ code_pair_hash('kept_pairs.system_key', 'kept_pairs.code') }}) as pair_hash_sum,
+        jsonb_build_object(
+        {%- for set_key in code_system_set_keys() + ['other'] %}
+            '{{ set_key }}',
+            coalesce(
+                jsonb_agg(
+                    {{ code_set_entry(
+                        'kept_pairs.code',
+                        "coalesce(displays.display, '')",
+                        'coalesce(displays.set_system, key_oids.' ~ set_key ~ '_oid)'
+                            if set_key != 'other' else 'displays.set_system'
+                    ) }}
+                    order by not kept_pairs.in_base, kept_pairs.system_key, kept_pairs.code
+                ) filter (where coalesce(displays.set_key, kept_pairs.system_key) = '{{ set_key }}'),
+                '[]'::jsonb
+            ){{ ',' if not loop.last }}
+        {%- endfor %}
+        ) as code_system_sets
+    from kept_pairs
+    cross join key_oids
+    left join {{ ref('int_code_displays') }} as displays
+        on
+            kept_pairs.system_key = displays.system_key
+            and kept_pairs.code = displays.code
+    group by kept_pairs.snomed_code, kept_pairs.jurisdiction_id
+
+),
+
+computed_with_exclusions as (
+
+    select
+        excluding_rows.snomed_code,
+        excluding_rows.jurisdiction_id,
+        coalesce(kept_codes.aggregated_codes, '{}')::text [] as aggregated_codes,
+        coalesce(kept_systems.codes_by_system, '{}'::jsonb) as codes_by_system,
+        coalesce(kept_sets.code_system_sets, {{ empty_code_system_sets() }}) as code_system_sets,
+        jsonb_build_object(
+            'configuration_id', excluding_rows.configuration_id,
+            'configuration_sha256', excluding_rows.configuration_sha256,
+            'child_grouper_url', excluding_rows.child_grouper_url,
+            'child_grouper_version', excluding_rows.child_grouper_version,
+            'parent_groupers', excluding_rows.parent_groupers,
+            'parents_codes_sha256', excluding_rows.base_sha256
+        ) as source_details,
+        excluding_rows.source_sha256,
+        coalesce(kept_sets.pair_count, 0) as pair_count,
+        coalesce(kept_sets.pair_hash_sum, 0) as pair_hash_sum
+    from excluding_rows
+    left join kept_systems
+        on
+            excluding_rows.snomed_code = kept_systems.snomed_code
+            and excluding_rows.jurisdiction_id = kept_systems.jurisdiction_id
+    left join kept_codes
+        on
+            excluding_rows.snomed_code = kept_codes.snomed_code
+            and excluding_rows.jurisdiction_id = kept_codes.jurisdiction_id
+    left join kept_sets
+        on
+            excluding_rows.snomed_code = kept_sets.snomed_code
+            and excluding_rows.jurisdiction_id = kept_sets.jurisdiction_id
+
+),
+
+computed as (
+
+    select * from computed_without_exclusions
+    union all
+    select * from computed_with_exclusions
 
 )
 
@@ -301,6 +522,7 @@ select
     cast(jurisdiction_id as text) as jurisdiction_id,
     cast(aggregated_codes as text []) as aggregated_codes,
     cast(codes_by_system as jsonb) as codes_by_system,
+    cast(code_system_sets as jsonb) as code_system_sets,
     cast(source_details as jsonb) as source_details,
     cast(source_sha256 as text) as source_sha256,
     cast({{ code_set_sha256('pair_count', 'pair_hash_sum') }} as text) as content_sha256,
@@ -316,6 +538,7 @@ select
     cast(stored_jurisdiction_id as text) as jurisdiction_id,
     cast(null as text []) as aggregated_codes,
     cast(null as jsonb) as codes_by_system,
+    cast(null as jsonb) as code_system_sets,
     cast(null as jsonb) as source_details,
     cast(null as text) as source_sha256,
     cast(null as text) as content_sha256,

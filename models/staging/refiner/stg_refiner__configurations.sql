@@ -1,6 +1,8 @@
 {#-
-    The Refiner's configurations, one row per configuration, added codes cleaned (trimmed,
-    blanks and duplicates dropped, sorted) and a hash of everything the cache row depends on.
+    The Refiner's configurations, one row per configuration, added and excluded codes cleaned
+    (trimmed, blanks and duplicates dropped, sorted) and a hash of everything the cache row
+    depends on. An exclusion is kept as written (`94500-6`, `loinc|94500-6`,
+    `http://loinc.org|94500-6`); int_configurations_evaluated resolves its system.
 -#}
 with
 
@@ -17,6 +19,7 @@ source as (
         snomed_codes,
         icd10_codes,
         rxnorm_codes,
+        excluded_codes,
         is_active,
         created_by,
         created_at,
@@ -38,6 +41,7 @@ renamed as (
         {{ clean_code_array('snomed_codes') }} as added_snomed_codes,
         {{ clean_code_array('icd10_codes') }} as added_icd10_codes,
         {{ clean_code_array('rxnorm_codes') }} as added_rxnorm_codes,
+        {{ clean_code_array('excluded_codes') }} as excluded_codes,
         coalesce(is_active, false) as is_active,
         cast(created_by as text) as created_by,
         cast(created_at as timestamptz) as created_at,
@@ -58,7 +62,8 @@ fingerprinted as (
             added_loinc_codes,
             added_snomed_codes,
             added_icd10_codes,
-            added_rxnorm_codes
+            added_rxnorm_codes,
+            excluded_codes
         ) as text) as cache_inputs_text
     from renamed
 
@@ -75,6 +80,7 @@ select
     added_snomed_codes,
     added_icd10_codes,
     added_rxnorm_codes,
+    excluded_codes,
     is_active,
     created_by,
     created_at,
