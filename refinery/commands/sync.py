@@ -25,7 +25,7 @@ import psycopg
 
 from loaders.errors import BuildFailedError, InvalidInputError, RefineryError
 from loaders.land import lock as load_lock
-from loaders.land.ddl import ensure_raw_schema
+from loaders.land.ddl import require_schema
 from loaders.land.reader import expand_paths
 from refinery import connection
 from refinery.connection import DatabaseSettings
@@ -158,7 +158,7 @@ def _load_tes(
         )
     files = expand_paths([options.tes_dir])
     with connection.connect(settings) as conn:
-        ensure_raw_schema(conn)
+        require_schema(conn)
         seen = already_loaded(conn)
     changed = [path for path in files if _file_sha256(path) not in seen]
     fields.update(files=len(files), changed_files=len(changed))
@@ -194,7 +194,7 @@ def _build(settings: DatabaseSettings, options: SyncOptions, fields: dict[str, A
     from refinery import dbt
 
     with connection.connect(settings) as conn:
-        ensure_raw_schema(conn)
+        require_schema(conn)
     outcome = dbt.run([*options.build_args, "--quiet", "--log-format", "json"], settings)
     statuses: dict[str, int] = {}
     failed: list[str] = []
