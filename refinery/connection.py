@@ -112,7 +112,23 @@ def resolve(*, start_embedded: bool = True) -> DatabaseSettings:
         raise ConfigurationError("the embedded PostgreSQL is not running; run `refinery db up`")
     settings = embedded_settings(current.port)
     ensure_database(settings)
+    ensure_initialised(settings)
     return settings
+
+
+def ensure_initialised(settings: DatabaseSettings) -> None:
+    """Run `refinery db init` on the embedded server's database when it needs it.
+
+    The embedded server is refinery's own (its superuser is refinery's user), so it is set up on
+    first use; a configured server is initialised explicitly by its administrator.
+    """
+    from loaders.land.ddl import SCHEMA_VERSION, schema_version
+    from refinery import dbinit
+
+    with connect(settings) as conn:
+        found = schema_version(conn)
+    if found is None or found < SCHEMA_VERSION:
+        dbinit.init(settings, dbinit.configured_target_schema())
 
 
 def resolve_build(*, start_embedded: bool = True) -> DatabaseSettings:

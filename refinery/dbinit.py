@@ -20,6 +20,7 @@ None of the roles gets SUPERUSER, CREATEROLE, CREATEDB or BYPASSRLS, nor CREATE 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,6 +75,11 @@ class InitResult:
         return f"database initialised: {change}; {roles}; schemas {', '.join(self.schemas)}"
 
 
+def configured_target_schema() -> str:
+    """The schema of the serving tables (`REFINERY_SCHEMA`, as the dbt profile reads it)."""
+    return os.environ.get("REFINERY_SCHEMA", "refiner")
+
+
 def built_schemas(target_schema: str) -> tuple[str, ...]:
     """The schemas dbt builds into (macros/generate_schema_name.sql)."""
     return (
@@ -84,9 +90,9 @@ def built_schemas(target_schema: str) -> tuple[str, ...]:
     )
 
 
-def init(settings: DatabaseSettings, target_schema: str = "refiner") -> InitResult:
+def init(settings: DatabaseSettings, target_schema: str | None = None) -> InitResult:
     """Bring the database to this project's schema version, roles and grants."""
-    schemas = built_schemas(target_schema)
+    schemas = built_schemas(target_schema or configured_target_schema())
     with connect(settings) as conn:
         try:
             with conn.transaction():

@@ -11,7 +11,7 @@ from refinery import connection, dbt
 
 def run(args: argparse.Namespace) -> int:
     dbt.profiles_dir()  # a missing profile is reported before the database is touched
-    settings = connection.resolve()
+    settings = connection.resolve_build()
     with connection.connect(settings) as conn:
         require_schema(conn)
     outcome = dbt.run(["build", *args.dbt_args], settings)

@@ -12,7 +12,7 @@ import shlex
 from rich.console import Console
 
 from loaders.errors import ConfigurationError
-from refinery import connection, dbt, embedded
+from refinery import connection, embedded
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
         from refinery import dbinit
 
         settings = connection.resolve()
-        result = dbinit.init(settings, dbt.target_schema())
+        result = dbinit.init(settings)
         out.print(f"{result.describe()} ({settings.describe()})", soft_wrap=True)
         return 0
     if args.action == "up":

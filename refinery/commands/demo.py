@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = connection.resolve()
     console.print(f"[bold]database[/]  {settings.describe()}")
-    console.print(f"[bold]init[/]      {dbinit.init(settings, dbt.target_schema()).describe()}")
+    console.print(f"[bold]init[/]      {dbinit.init(settings).describe()}")
 
     out: Path = args.out or state_dir() / "demo"
     spec = SyntheticSpec(seed=args.seed, jurisdictions=args.jurisdictions)

@@ -90,10 +90,11 @@ class SyncOptions:
 
 
 def _fetch(options: SyncOptions, environ: Mapping[str, str], fields: dict[str, Any]) -> None:
-    if not (environ.get("TES_API_KEY") or "").strip():
+    from loaders.tes.client import JsonLinesReporter, api_key_configured, settings_from_env
+
+    if not api_key_configured(environ):
         fields.update(status="skipped", reason="TES_API_KEY not set")
         return
-    from loaders.tes.client import JsonLinesReporter, settings_from_env
     from loaders.tes.fetch import fetch
 
     settings = settings_from_env(environ=dict(environ))
@@ -222,8 +223,13 @@ def sync(
     *,
     log: StepLog | None = None,
     environ: Mapping[str, str] | None = None,
+    build_settings: DatabaseSettings | None = None,
 ) -> None:
-    """Run every step under one held lock; raise the first failure (already logged)."""
+    """Run every step under one held lock; raise the first failure (already logged).
+
+    `settings` lock and load (a `refiner_loader` login); `build_settings`, when given, build (a
+    `refiner_builder` login, `REFINERY_BUILD_DATABASE_URL`), else `settings` do both.
+    """
     log = log or StepLog(uuid.uuid4().hex[:12])
     env = os.environ if environ is None else environ
     started = time.perf_counter()
@@ -239,7 +245,7 @@ def sync(
             with log.step("load_configurations") as fields:
                 _load_configurations(settings, options, held, fields)
             with log.step("build") as fields:
-                _build(settings, options, fields)
+                _build(build_settings or settings, options, fields)
     except RefineryError as exc:
         log.emit("sync", "failed", time.perf_counter() - started, exit_code=exc.exit_code)
         raise
@@ -248,10 +254,11 @@ def sync(
 
 def run(args: argparse.Namespace) -> int:
     settings = connection.resolve()
+    build_settings = connection.resolve_build() if os.environ.get(connection.BUILD_URL) else None
     options = SyncOptions(
         tes_dir=Path(args.tes_dir),
         configurations=Path(args.configurations) if args.configurations else None,
         lock_timeout=args.lock_timeout,
     )
-    sync(settings, options)
+    sync(settings, options, build_settings=build_settings)
     return 0
