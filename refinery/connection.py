@@ -150,11 +150,14 @@ def build_role(settings: DatabaseSettings) -> str:
     configured_role = os.environ.get("REFINERY_BUILD_ROLE")
     if configured_role is not None:
         return configured_role.strip()
-    with connect(settings) as conn:
-        row = conn.execute(
-            "select pg_has_role(oid, 'MEMBER') from pg_catalog.pg_roles where rolname = %s",
-            (BUILDER_ROLE,),
-        ).fetchone()
+    try:
+        with connect(settings) as conn:
+            row = conn.execute(
+                "select pg_has_role(oid, 'MEMBER') from pg_catalog.pg_roles where rolname = %s",
+                (BUILDER_ROLE,),
+            ).fetchone()
+    except ConfigurationError:
+        return ""  # dbt reports the unreachable database itself, in its own words
     return BUILDER_ROLE if row and row[0] else ""
 
 

@@ -16,6 +16,10 @@ from refinery.environ import scoped_environ
 from refinery.paths import project_root, state_dir
 
 
+# dbt commands that do not touch the database: no role to look up for them
+OFFLINE_COMMANDS = frozenset({"parse", "deps", "clean", "list", "ls", "debug"})
+
+
 @dataclass(frozen=True)
 class DbtOutcome:
     """dbt's exit code (0 success, 1 failures, 2 error) and its result object."""
@@ -85,7 +89,8 @@ def run(args: Sequence[str], settings: DatabaseSettings) -> DbtOutcome:
         raise ConfigurationError(f"no dbt_project.yml in {root} (set REFINERY_PROJECT_DIR)")
     command = list(args)
     full = [*command, "--project-dir", str(root), "--profiles-dir", str(profiles_dir())]
-    role = build_role(settings)
+    offline = bool(command) and command[0] in OFFLINE_COMMANDS
+    role = "" if offline else build_role(settings)
     with dbt_environment(settings, role), scoped_environ({"REFINERY_THREADS": threads()}):
         result = dbtRunner().invoke(full)
     if result.success:
