@@ -15,7 +15,6 @@ from refinery.connection import DatabaseSettings, build_role, dbt_environment
 from refinery.environ import scoped_environ
 from refinery.paths import project_root, state_dir
 
-
 # dbt commands that do not touch the database: no role to look up for them
 OFFLINE_COMMANDS = frozenset({"parse", "deps", "clean", "list", "ls", "debug"})
 
