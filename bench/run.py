@@ -20,7 +20,7 @@ from psycopg import sql
 from bench import data, lookups, project, tes_files
 from bench import trigger_design as td
 from bench.data import Dataset
-from refinery import connection
+from refinery import connection, dbinit
 from refinery.connection import DatabaseSettings
 from refinery.environ import scoped_environ
 from refinery.synthetic import UNKNOWN_JURISDICTION
@@ -52,6 +52,7 @@ def fresh_database(admin: DatabaseSettings, scale: str, keep: bool = False) -> I
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     settings = admin.with_database(name)
     try:
+        dbinit.init(settings)
         yield settings
     finally:
         if not keep:

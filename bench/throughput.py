@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from loaders.land.tes import load_tes
-from refinery import connection
+from refinery import connection, dbinit
 from refinery.connection import DatabaseSettings
 
 
@@ -100,7 +100,9 @@ def _scratch(admin: DatabaseSettings) -> DatabaseSettings:
     with connection.connect(admin.with_database("postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("drop database if exists {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    return admin.with_database(name)
+    scratch = admin.with_database(name)
+    dbinit.init(scratch)
+    return scratch
 
 
 def _drop(admin: DatabaseSettings, scratch: DatabaseSettings) -> None:

@@ -7,7 +7,7 @@ receive the resolved settings.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
@@ -25,6 +25,8 @@ class DatabaseSettings:
     password: str | None
     dbname: str
     source: str  # "DATABASE_URL", "PG variables" or "embedded"
+    sslmode: str | None = None  # e.g. verify-full (PGSSLMODE or ?sslmode= in the URL)
+    sslrootcert: str | None = None  # the CA certificate file (PGSSLROOTCERT or ?sslrootcert=)
 
     def conninfo(self, **overrides: object) -> str:
         params: dict[str, object] = {
@@ -37,6 +39,10 @@ class DatabaseSettings:
         }
         if self.password:
             params["password"] = self.password
+        if self.sslmode:
+            params["sslmode"] = self.sslmode
+        if self.sslrootcert:
+            params["sslrootcert"] = self.sslrootcert
         params.update(overrides)
         return pg_conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
 
@@ -44,10 +50,18 @@ class DatabaseSettings:
         auth = quote(self.user, safe="")
         if self.password:
             auth += ":" + (quote(self.password, safe="") if show_password else "***")
-        return f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.dbname, safe='')}"
+        url = f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.dbname, safe='')}"
+        query = {name: value for name, value in self.tls().items() if value}
+        return f"{url}?{urlencode(query, safe='/')}" if query else url
+
+    def tls(self) -> dict[str, str]:
+        """The TLS settings that are set, by their libpq names."""
+        values = {"sslmode": self.sslmode, "sslrootcert": self.sslrootcert}
+        return {name: value for name, value in values.items() if value}
 
     def describe(self) -> str:
-        return f"{self.host}:{self.port}/{self.dbname} as {self.user} ({self.source})"
+        tls = f", sslmode={self.sslmode}" if self.sslmode else ""
+        return f"{self.host}:{self.port}/{self.dbname} as {self.user} ({self.source}{tls})"
 
     def with_database(self, dbname: str) -> DatabaseSettings:
         return replace(self, dbname=dbname)

@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=None, help="where to write the synthetic files")
     demo.set_defaults(handler=_lazy("demo"))
 
-    db = sub.add_parser("db", help="the database: up, down, status, url, env")
-    db.add_argument("action", choices=["up", "down", "status", "url", "env"])
+    db = sub.add_parser("db", help="the database: up, down, status, url, env, init")
+    db.add_argument("action", choices=["up", "down", "status", "url", "env", "init"])
     db.add_argument("--show-password", action="store_true", help="print the password in `url`")
     db.set_defaults(handler=_lazy("db"))
 

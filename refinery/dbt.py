@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from loaders.errors import ConfigurationError
-from refinery.connection import DatabaseSettings, dbt_environment
+from refinery.connection import DatabaseSettings, build_role, dbt_environment
 from refinery.environ import scoped_environ
 from refinery.paths import project_root, state_dir
+
+# dbt commands that do not touch the database: no role to look up for them
+OFFLINE_COMMANDS = frozenset({"parse", "deps", "clean", "list", "ls", "debug"})
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,11 @@ def threads() -> str:
 
 
 def run(args: Sequence[str], settings: DatabaseSettings) -> DbtOutcome:
-    """Invoke dbt with the project's folder and profile; extra args pass through."""
+    """Invoke dbt with the project's folder and profile; extra args pass through.
+
+    dbt acts as `refiner_builder` when the login may (`connection.build_role`), so the built
+    relations belong to the group role whichever of its logins built them.
+    """
     from dbt.cli.main import dbtRunner
 
     root = project_root()
@@ -81,7 +88,9 @@ def run(args: Sequence[str], settings: DatabaseSettings) -> DbtOutcome:
         raise ConfigurationError(f"no dbt_project.yml in {root} (set REFINERY_PROJECT_DIR)")
     command = list(args)
     full = [*command, "--project-dir", str(root), "--profiles-dir", str(profiles_dir())]
-    with dbt_environment(settings), scoped_environ({"REFINERY_THREADS": threads()}):
+    offline = bool(command) and command[0] in OFFLINE_COMMANDS
+    role = "" if offline else build_role(settings)
+    with dbt_environment(settings, role), scoped_environ({"REFINERY_THREADS": threads()}):
         result = dbtRunner().invoke(full)
     if result.success:
         code = 0

@@ -65,11 +65,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseSetting
             embedded.down()
 
 
-def create_database(admin: DatabaseSettings, prefix: str = "refinery_test") -> DatabaseSettings:
+def create_database(
+    admin: DatabaseSettings, prefix: str = "refinery_test", *, initialise: bool = True
+) -> DatabaseSettings:
+    """A new, uniquely named database; initialised by `refinery db init` unless `initialise=False`."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    return admin.with_database(name)
+    settings = admin.with_database(name)
+    if initialise:
+        from refinery import dbinit
+
+        dbinit.init(settings)
+    return settings
 
 
 def drop_database(admin: DatabaseSettings, settings: DatabaseSettings) -> None:

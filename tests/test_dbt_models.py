@@ -16,7 +16,6 @@ import psycopg
 import pytest
 
 from loaders.land.configurations import load_configurations
-from loaders.land.ddl import ensure_raw_schema
 from loaders.land.tes import load_tes
 from refinery import dbt
 from refinery.connection import DatabaseSettings
@@ -45,8 +44,6 @@ def built(server: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory) ->
     settings = create_database(server, "refinery_models")
     out = tmp_path_factory.mktemp("synthetic")
     summary = generate(out, SPEC)
-    with psycopg.connect(settings.conninfo(), autocommit=True) as conn:
-        ensure_raw_schema(conn)
     load_tes([summary.tes_dir], settings)
     load_configurations(summary.configurations_file, settings)
     try:
@@ -200,8 +197,6 @@ def test_real_sample_rs_groupers(server: DatabaseSettings, tmp_path: Path) -> No
     CPT and OID-named systems are kept."""
     settings = create_database(server, "refinery_sample")
     try:
-        with psycopg.connect(settings.conninfo(), autocommit=True) as conn:
-            ensure_raw_schema(conn)
         load_tes([SHARED_SAMPLE / "rs-groupers-covid.json"], settings)
         outcome = dbt.run(
             ["build", "--select", "+tes_reporting_spec_groupers", "--indirect-selection", "cautious"],

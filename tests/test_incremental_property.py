@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loaders.land.configurations import load_configurations
-from loaders.land.ddl import ensure_raw_schema
 from loaders.land.tes import load_tes
 from refinery import dbt
 from refinery.connection import DatabaseSettings
@@ -55,8 +54,6 @@ def prepared(
 ) -> Iterator[DatabaseSettings]:
     db = create_database(server, "refinery_property")
     summary = generate(tmp_path_factory.mktemp("synthetic"), SPEC)
-    with psycopg.connect(db.conninfo(), autocommit=True) as conn:
-        ensure_raw_schema(conn)
     load_tes([summary.tes_dir], db)
     load_configurations(summary.configurations_file, db)
     outcome = dbt.run(["seed"], db)

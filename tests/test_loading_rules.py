@@ -16,7 +16,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from loaders.land.ddl import ensure_raw_schema
 from loaders.land.reader import check_valueset
 from loaders.land.tes import load_tes
 from loaders.tes import classify
@@ -106,8 +105,6 @@ def staged(server: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory) -
         try:
             path = folder / f"{dataset.replace(' ', '_')}.json"
             path.write_text(json.dumps(resources))
-            with psycopg.connect(settings.conninfo(), autocommit=True) as conn:
-                ensure_raw_schema(conn)
             load_tes([path], settings)
             outcome = dbt.run(["run", "--select", "stg_tes__valuesets"], settings)
             assert outcome.exit_code == 0

@@ -12,7 +12,6 @@ import pytest
 
 from loaders.errors import LockBusyError
 from loaders.land import lock
-from loaders.land.ddl import ensure_raw_schema
 from loaders.land.tes import load_tes
 from refinery import cli
 from refinery.connection import DatabaseSettings
@@ -76,7 +75,6 @@ def test_two_concurrent_loads_the_second_exits_4(
     use_database(fresh_database)
     command = [sys.executable, "-m", "refinery.cli", "load", "tes", str(tmp_path / "big")]
     with psycopg.connect(fresh_database.conninfo()) as blocker:
-        ensure_raw_schema(blocker)
         # Keep the first load busy for as long as the test needs, whatever the machine's speed:
         # its COPY into raw.tes_valuesets waits for this lock, with the load lock held.
         blocker.execute("lock table raw.tes_valuesets in share mode")

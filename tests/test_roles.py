@@ -1,7 +1,8 @@
 """Least privilege, proven by connecting as a member of each role after a real build.
 
 refiner_app reads the serving tables only; refiner_analyst reads the marts and snapshots;
-refiner_loader writes schema raw and nothing else.
+refiner_loader writes schema raw and nothing else; refiner_builder owns what dbt built. The
+whole pipeline run by these logins, and what each is refused, is tests/test_least_privilege.py.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from refinery import cli, dbt
+from refinery import cli
 from refinery.connection import DatabaseSettings
 from refinery.synthetic import SyntheticSpec, generate
 from tests.conftest import can_execute, create_database, drop_database
 
 SPEC = SyntheticSpec(seed=5, jurisdictions=2, releases=2, conditions=8, configurations_per_jurisdiction=6)
-ROLES = ("refiner_app", "refiner_analyst", "refiner_loader")
+ROLES = ("refiner_app", "refiner_analyst", "refiner_loader", "refiner_builder")
 
 pytestmark = pytest.mark.slow
 
@@ -147,16 +148,21 @@ def test_loader_writes_raw_only(deployment: Deployment) -> None:
         assert not can_execute(loader, forbidden), forbidden
 
 
-def test_grants_survive_a_full_refresh_and_roles_macro_is_idempotent(
+def test_grants_survive_a_full_refresh_and_init_is_idempotent(
     deployment: Deployment,
 ) -> None:
     with pytest.MonkeyPatch.context() as patch:
         _env(patch, deployment.admin)
         assert cli.main(["build", "--full-refresh", "--select=refinement_cache"]) == 0
-        outcome = dbt.run(["run-operation", "create_roles"], deployment.admin)
-        assert outcome.exit_code == 0
+        assert cli.main(["db", "init"]) == 0
+        assert cli.main(["db", "init"]) == 0
     assert _count(deployment.logins["refiner_app"], "refiner.refinement_cache") > 0
     assert not can_execute(deployment.logins["refiner_app"], "select 1 from raw.loads limit 1")
+    with psycopg.connect(deployment.admin.conninfo()) as conn:
+        owner = conn.execute(
+            "select pg_get_userbyid(relowner) from pg_class where oid = 'refiner.refinement_cache'::regclass"
+        ).fetchone()
+    assert owner == ("refiner_builder",)
 
 
 def test_serving_tables_have_keys_contracts_and_a_gin_index(deployment: Deployment) -> None:

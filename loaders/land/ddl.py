@@ -1,4 +1,9 @@
-"""The raw schema's DDL, applied idempotently."""
+"""The raw schema's DDL (applied by `refinery db init`) and the check every load makes first.
+
+Loads apply no DDL: they run as a member of `refiner_loader`, which may only read and write the
+rows of the raw tables. `require_schema` makes a database that was never initialised (or was
+initialised by an older or newer project) fail in one clear line instead of on a permission.
+"""
 
 from __future__ import annotations
 
@@ -6,44 +11,63 @@ from importlib import resources
 
 import psycopg
 
-RAW_SCHEMA_LOCK = 7_342_001  # advisory xact lock serialising concurrent DDL
+from loaders.errors import ConfigurationError
+
+RAW_SCHEMA_LOCK = 7_342_001  # advisory xact lock serialising `refinery db init` runs
+
+# The version of the database schema this project expects (`raw.schema_version`); every change
+# to it is a new migration of `refinery db init` and one more here.
+SCHEMA_VERSION = 1
+
+RAW_TABLES = ("raw.loads", "raw.tes_valuesets", "raw.configurations", "raw.rejected_records")
+VERSION_TABLE = "raw.schema_version"
 
 
 def raw_schema_sql() -> str:
     return resources.files("loaders.land").joinpath("schema.sql").read_text()
 
 
-RAW_TABLES = ("raw.loads", "raw.tes_valuesets", "raw.configurations", "raw.rejected_records")
-# Columns added after the first release: a database that lacks one is brought up to date.
-ADDED_COLUMNS = (("raw.configurations", "excluded_codes"),)
-
-
 def raw_schema_exists(conn: psycopg.Connection) -> bool:
-    """Every raw table and added column is there (checked without needing CREATE privileges)."""
+    """Every raw table is there (checked without needing any privilege on them)."""
     row = conn.execute(
         "select bool_and(to_regclass(name) is not null) from unnest(%s::text[]) as t (name)",
         (list(RAW_TABLES),),
     ).fetchone()
-    if not (row and row[0]):
-        return False
-    for table, column in ADDED_COLUMNS:
-        found = conn.execute(
-            "select 1 from pg_attribute where attrelid = %s::regclass and attname = %s and not attisdropped",
-            (table, column),
-        ).fetchone()
-        if not found:
-            return False
-    return True
+    return bool(row and row[0])
 
 
-def ensure_raw_schema(conn: psycopg.Connection) -> None:
-    """Create schema `raw` and its tables when missing (safe to run concurrently).
+def schema_version(conn: psycopg.Connection) -> int | None:
+    """The database's schema version, or None when `refinery db init` never ran on it."""
+    if conn.execute("select to_regclass(%s)", (VERSION_TABLE,)).fetchone()[0] is None:
+        return None
+    row = conn.execute(f"select max(version) from {VERSION_TABLE}").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
-    When they all exist nothing is executed, so a least-privilege loader role (which may not
-    CREATE in the database) can load into tables the owner created.
+
+def version_error(found: int | None, expected: int = SCHEMA_VERSION) -> str | None:
+    """Why a database at schema version `found` cannot be used by this project, or None."""
+    if found is None:
+        return "database not initialised: run `refinery db init` (as its owner or an administrator)"
+    if found > expected:
+        return (
+            f"the database schema is version {found}, newer than this refinery's {expected}: "
+            "upgrade refinery before running it against this database"
+        )
+    if found < expected:
+        return (
+            f"the database schema is version {found}, this refinery needs {expected}: "
+            "run `refinery db init` (as its owner or an administrator) to upgrade it"
+        )
+    return None
+
+
+def require_schema(conn: psycopg.Connection) -> None:
+    """Raise a one-line ConfigurationError unless the database is at this project's schema version.
+
+    Reads only (`to_regclass` and `raw.schema_version`), so a least-privilege role can run it;
+    leaves no transaction open.
     """
     with conn.transaction():
-        if raw_schema_exists(conn):
-            return
-        conn.execute("select pg_advisory_xact_lock(%s)", (RAW_SCHEMA_LOCK,))
-        conn.execute(raw_schema_sql())
+        problem = version_error(schema_version(conn))
+    if problem is not None:
+        raise ConfigurationError(problem)

@@ -1,7 +1,8 @@
 """Bookkeeping shared by every loader: the lock, the `raw.loads` row, all-or-nothing transactions.
 
-A load runs as: take the lock → ensure the raw schema → one transaction holding the `raw.loads`
-row ('running' → 'succeeded') and all the data → commit. On any failure the transaction rolls
+A load runs as: take the lock → check the database is initialised (`require_schema`: a load
+applies no DDL) → one transaction holding the `raw.loads` row ('running' → 'succeeded') and all
+the data → commit. On any failure the transaction rolls
 back (nothing written) and a 'failed' row with the error is recorded in its own transaction.
 """
 
@@ -20,7 +21,7 @@ from loaders import db
 from loaders.db import DatabaseSettings
 from loaders.errors import RefineryError
 from loaders.land import lock as load_lock
-from loaders.land.ddl import ensure_raw_schema
+from loaders.land.ddl import require_schema
 from loaders.land.reader import FileInfo, Rejection
 
 Target = DatabaseSettings | psycopg.Connection
@@ -193,7 +194,7 @@ def run_load(
             with load_lock.hold(settings, lock_timeout, held=held_lock):
                 progress.phases["lock"] = time.perf_counter() - waited
                 with progress.phase("schema"):
-                    ensure_raw_schema(conn)
+                    require_schema(conn)
                 with conn.transaction():
                     load_id = conn.execute(
                         "insert into raw.loads (kind, status, started_at) values (%s, 'running', %s)"

@@ -1,5 +1,6 @@
 -- Raw landing schema: written only by `refinery load`; read by dbt sources.
--- Idempotent: applied at the start of every load (and by `refinery db up`).
+-- Migration 1 of `refinery db init` (refinery/dbinit.py), run by an administrator; idempotent.
+-- Loads apply no DDL: they check raw.schema_version (loaders/land/ddl.py `require_schema`).
 
 create schema if not exists raw;
 

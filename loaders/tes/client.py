@@ -19,8 +19,9 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 from urllib.parse import urljoin, urlsplit
 
@@ -51,14 +52,40 @@ class ClientSettings:
     max_pages: int = 10_000
 
 
+def api_key_configured(env: Mapping[str, str]) -> bool:
+    """Whether a TES API key is given (``TES_API_KEY`` or ``TES_API_KEY_FILE``)."""
+    return bool((env.get("TES_API_KEY") or "").strip() or (env.get("TES_API_KEY_FILE") or "").strip())
+
+
+def api_key_from_env(env: Mapping[str, str]) -> str:
+    """The TES API key: ``TES_API_KEY``, or the contents of the file ``TES_API_KEY_FILE`` names
+    (a mounted container secret). Never echoed in errors."""
+    key = (env.get("TES_API_KEY") or "").strip()
+    path = (env.get("TES_API_KEY_FILE") or "").strip()
+    if key and path:
+        raise ConfigurationError("both TES_API_KEY and TES_API_KEY_FILE are set: set only one")
+    if path:
+        try:
+            key = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise ConfigurationError(f"TES_API_KEY_FILE={path} cannot be read: {reason}") from None
+        if not key:
+            raise ConfigurationError(f"TES_API_KEY_FILE={path} is empty")
+    if not key:
+        raise ConfigurationError(
+            "TES_API_KEY is not set: export the TES API key (or TES_API_KEY_FILE, a file holding it) "
+            "to fetch from TES"
+        )
+    return key
+
+
 def settings_from_env(
     base_url: str | None = None, page_size: int = 250, environ: dict[str, str] | None = None, **overrides: Any
 ) -> ClientSettings:
-    """Settings from ``--base-url``/``TES_API_URL`` and ``TES_API_KEY``; clear errors otherwise."""
+    """Settings from ``--base-url``/``TES_API_URL`` and the API key; clear errors otherwise."""
     env = os.environ if environ is None else environ
-    api_key = (env.get("TES_API_KEY") or "").strip()
-    if not api_key:
-        raise ConfigurationError("TES_API_KEY is not set: export the TES API key to fetch from TES")
+    api_key = api_key_from_env(env)
     url = (base_url or env.get("TES_API_URL") or DEFAULT_BASE_URL).strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 
 from loaders.errors import ConfigurationError
-from loaders.land.ddl import ensure_raw_schema
+from loaders.land.ddl import require_schema
 from refinery import connection, dbt
 
 
 def run(args: argparse.Namespace) -> int:
     dbt.profiles_dir()  # a missing profile is reported before the database is touched
-    settings = connection.resolve()
+    settings = connection.resolve_build()
     with connection.connect(settings) as conn:
-        ensure_raw_schema(conn)
+        require_schema(conn)
     outcome = dbt.run(["build", *args.dbt_args], settings)
     exception = getattr(outcome.result, "exception", None)
     if outcome.exit_code == 2 and exception is not None:

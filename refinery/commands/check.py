@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     console = Console(highlight=False)
-    settings = connection.resolve()
+    settings = connection.resolve_build()
     outcome = dbt.run(["test"], settings)
     results = test_results(dbt.run_results())
     schema = os.environ.get("REFINERY_SCHEMA", "refiner")

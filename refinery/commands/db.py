@@ -1,4 +1,8 @@
-"""`refinery db up|down|status|url|env`: the database the other commands use."""
+"""`refinery db up|down|status|url|env|init`: the database the other commands use.
+
+`init` (refinery/dbinit.py) creates the schemas, raw tables and roles; run once per database
+by its owner or an administrator, and again after upgrading refinery.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,13 @@ from refinery import connection, embedded
 
 def run(args: argparse.Namespace) -> int:
     out = Console(highlight=False)
+    if args.action == "init":
+        from refinery import dbinit
+
+        settings = connection.resolve()
+        result = dbinit.init(settings)
+        out.print(f"{result.describe()} ({settings.describe()})", soft_wrap=True)
+        return 0
     if args.action == "up":
         settings = connection.resolve()
         out.print(f"PostgreSQL ready: {settings.describe()}")
@@ -45,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "env":
         settings = connection.resolve()
-        for name, value in connection.dbt_env(settings).items():
+        variables = {**connection.dbt_env(settings), "REFINERY_BUILD_ROLE": connection.build_role(settings)}
+        for name, value in variables.items():
             print(f"export {name}={shlex.quote(value)}")
         return 0
     raise ConfigurationError(f"unknown db action {args.action!r}")

@@ -1,5 +1,5 @@
-"""`refinery demo`: synthetic TES data → load → build → summary, on whatever database resolves
-(the embedded server by default)."""
+"""`refinery demo`: init → synthetic TES data → load → build → summary, on whatever database
+resolves (the embedded server by default)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from refinery import connection, dbt
+from refinery import connection, dbinit, dbt
 from refinery.paths import state_dir
 
 
@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = connection.resolve()
     console.print(f"[bold]database[/]  {settings.describe()}")
+    console.print(f"[bold]init[/]      {dbinit.init(settings).describe()}")
 
     out: Path = args.out or state_dir() / "demo"
     spec = SyntheticSpec(seed=args.seed, jurisdictions=args.jurisdictions)

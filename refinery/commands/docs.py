@@ -26,7 +26,7 @@ def generate(settings: connection.DatabaseSettings) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = connection.resolve()
+    settings = connection.resolve_build()
     page = generate(settings)
     out = Console(highlight=False, soft_wrap=True)
     out.print(f"dbt docs written to one self-contained file: {page}")

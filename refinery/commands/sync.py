@@ -25,7 +25,7 @@ import psycopg
 
 from loaders.errors import BuildFailedError, InvalidInputError, RefineryError
 from loaders.land import lock as load_lock
-from loaders.land.ddl import ensure_raw_schema
+from loaders.land.ddl import require_schema
 from loaders.land.reader import expand_paths
 from refinery import connection
 from refinery.connection import DatabaseSettings
@@ -91,10 +91,11 @@ class SyncOptions:
 
 
 def _fetch(options: SyncOptions, environ: Mapping[str, str], fields: dict[str, Any]) -> None:
-    if not (environ.get("TES_API_KEY") or "").strip():
+    from loaders.tes.client import JsonLinesReporter, api_key_configured, settings_from_env
+
+    if not api_key_configured(environ):
         fields.update(status="skipped", reason="TES_API_KEY not set")
         return
-    from loaders.tes.client import JsonLinesReporter, settings_from_env
     from loaders.tes.fetch import fetch
 
     settings = settings_from_env(environ=dict(environ))
@@ -159,7 +160,7 @@ def _load_tes(
         )
     files = expand_paths([options.tes_dir])
     with connection.connect(settings) as conn:
-        ensure_raw_schema(conn)
+        require_schema(conn)
         seen = already_loaded(conn)
     changed = [path for path in files if _file_sha256(path) not in seen]
     fields.update(files=len(files), changed_files=len(changed))
@@ -195,7 +196,7 @@ def _build(settings: DatabaseSettings, options: SyncOptions, fields: dict[str, A
     from refinery import dbt
 
     with connection.connect(settings) as conn:
-        ensure_raw_schema(conn)
+        require_schema(conn)
     outcome = dbt.run([*options.build_args, "--quiet", "--log-format", "json"], settings)
     statuses: dict[str, int] = {}
     failed: list[str] = []
@@ -237,8 +238,13 @@ def sync(
     *,
     log: StepLog | None = None,
     environ: Mapping[str, str] | None = None,
+    build_settings: DatabaseSettings | None = None,
 ) -> None:
-    """Run every step under one held lock; raise the first failure (already logged)."""
+    """Run every step under one held lock; raise the first failure (already logged).
+
+    `settings` lock and load (a `refiner_loader` login); `build_settings`, when given, build (a
+    `refiner_builder` login, `REFINERY_BUILD_DATABASE_URL`), else `settings` do both.
+    """
     log = log or StepLog(uuid.uuid4().hex[:12])
     env = os.environ if environ is None else environ
     started = time.perf_counter()
@@ -254,10 +260,10 @@ def sync(
             with log.step("load_configurations") as fields:
                 _load_configurations(settings, options, held, fields)
             with log.step("build") as fields:
-                _build(settings, options, fields)
+                _build(build_settings or settings, options, fields)
             if options.export_dir is not None:
                 with log.step("export") as fields:
-                    _export(settings, options.export_dir, fields)
+                    _export(build_settings or settings, options.export_dir, fields)
     except RefineryError as exc:
         log.emit("sync", "failed", time.perf_counter() - started, exit_code=exc.exit_code)
         raise
@@ -266,11 +272,12 @@ def sync(
 
 def run(args: argparse.Namespace) -> int:
     settings = connection.resolve()
+    build_settings = connection.resolve_build() if os.environ.get(connection.BUILD_URL) else None
     options = SyncOptions(
         tes_dir=Path(args.tes_dir),
         configurations=Path(args.configurations) if args.configurations else None,
         lock_timeout=args.lock_timeout,
         export_dir=Path(args.export) if getattr(args, "export", None) else None,
     )
-    sync(settings, options)
+    sync(settings, options, build_settings=build_settings)
     return 0
