@@ -107,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(highlight=False)
     settings = connection.resolve_build()
-    outcome = dbt.run(["test"], settings)
+    # every test over every row; the check of the rows the latest build wrote (tag written_rows,
+    # refinery/build_plan.py) is a subset of the full recomputation, so it is left out
+    outcome = dbt.run(["test", "--exclude", "tag:written_rows"], settings)
     results = test_results(dbt.run_results())
     schema = os.environ.get("REFINERY_SCHEMA", "refiner")
     render(console, results, row_counts(settings, schema))

@@ -81,12 +81,16 @@ class StepLog:
         self.emit(name, status, time.perf_counter() - started, **fields)
 
 
+DEFAULT_BUILD_ARGS = ("build",)
+
+
 @dataclass(frozen=True)
 class SyncOptions:
     tes_dir: Path
     configurations: Path | None = None
     lock_timeout: float = 30.0
-    build_args: tuple[str, ...] = ("build",)  # e.g. ("build", "--select", "...") in tests
+    # ("build",): the planned build; anything else (tests: ("build", "--select", ...)) runs as given
+    build_args: tuple[str, ...] = DEFAULT_BUILD_ARGS
     export_dir: Path | None = None  # `--export DIR`: export after a successful build
 
 
@@ -192,30 +196,41 @@ def _load_configurations(
     fields.update(_counts(result))
 
 
+def _build_failed(outcome: Any, failed: list[str]) -> BuildFailedError:
+    exception = getattr(outcome.result, "exception", None)
+    detail = ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "") if failed else ""
+    if not detail and exception is not None:
+        detail = str(exception).strip().splitlines()[0] if str(exception).strip() else ""
+    return BuildFailedError(
+        f"dbt build failed (dbt exit {outcome.exit_code})"
+        + (f": {detail}" if detail else "")
+        + "; the loaded data is committed, the next sync rebuilds"
+    )
+
+
 def _build(settings: DatabaseSettings, options: SyncOptions, fields: dict[str, Any]) -> None:
-    from refinery import dbt
+    """The planned build (refinery/build_plan.py): what changed since the last successful build,
+    no dbt at all when nothing did. Other `build_args` (tests) run as given, unplanned."""
+    from refinery import build_plan, dbt
 
     with connection.connect(settings) as conn:
         require_schema(conn)
-    outcome = dbt.run([*options.build_args, "--quiet", "--log-format", "json"], settings)
-    statuses: dict[str, int] = {}
-    failed: list[str] = []
-    for item in getattr(getattr(outcome.result, "result", None), "results", None) or []:
-        status = str(getattr(item.status, "value", item.status))
-        statuses[status] = statuses.get(status, 0) + 1
-        if status in ("error", "fail", "runtime error"):
-            failed.append(item.node.unique_id)
+    quiet = ("--quiet", "--log-format", "json")
+    if options.build_args != DEFAULT_BUILD_ARGS:
+        outcome = dbt.run([*options.build_args, *quiet], settings)
+    else:
+        built = build_plan.run_planned(settings, dbt_flags=quiet)
+        fields.update(plan=built.plan.kind, reason=built.plan.reason)
+        if built.outcome is None:
+            fields["status"] = "skipped"
+            return
+        outcome = built.outcome
+        if built.build_id is not None:
+            fields["build_id"] = built.build_id
+    statuses, failed = build_plan.node_statuses(outcome)
     fields.update(nodes=statuses, dbt_exit_code=outcome.exit_code)
     if outcome.exit_code != 0:
-        exception = getattr(outcome.result, "exception", None)
-        detail = ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "") if failed else ""
-        if not detail and exception is not None:
-            detail = str(exception).strip().splitlines()[0] if str(exception).strip() else ""
-        raise BuildFailedError(
-            f"dbt build failed (dbt exit {outcome.exit_code})"
-            + (f": {detail}" if detail else "")
-            + "; the loaded data is committed, the next sync rebuilds"
-        )
+        raise _build_failed(outcome, failed)
 
 
 def _export(settings: DatabaseSettings, out: Path, fields: dict[str, Any]) -> None:

@@ -1,0 +1,336 @@
+"""Planned builds (refinery/build_plan.py): a build runs what changed since the last successful
+build recorded in the database, and the cache still equals a recomputation and a full refresh.
+
+One database goes through a sequence of syncs and builds: first build (everything), nothing
+changed (dbt not started), configuration edits, deletions and deactivations (only the
+configuration path, no TES model, the rows written checked instead of the whole cache), a TES
+re-publication and a new release (everything, incrementally), a build killed mid-way (the next
+one converges) and a --full-refresh (the same rows). After each step the cache equals the
+plain-Python recomputation (tests/cache_oracle.py); at the end it equals a full refresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from loaders.land.configurations import load_configurations
+from loaders.land.ddl import ensure_raw_schema
+from loaders.land.tes import load_tes
+from refinery import build_plan, dbt
+from refinery.build_plan import ALL, CONFIGURATIONS, FULL_REFRESH, NOTHING, BuildRecord, Inputs
+from refinery.commands.sync import StepLog, SyncOptions, sync
+from refinery.connection import DatabaseSettings
+from refinery.synthetic import SyntheticSpec, generate
+from tests.cache_oracle import actual_cache, differences, expected_cache
+from tests.conftest import create_database, drop_database
+from tests.reliability._helpers import start_refinery, wait_idle
+
+SPEC = SyntheticSpec(seed=23, jurisdictions=4, conditions=16, configurations_per_jurisdiction=12)
+CONFIGURATION_SOURCE = "source.refinery.refiner.configurations"
+FULL_TEST = "test.refinery.assert_refinement_cache_matches_recomputation"
+WRITTEN_TEST = "test.refinery.assert_refinement_cache_written_rows_match_recomputation"
+
+
+# --- the decision alone ------------------------------------------------------------------------
+
+
+def _record(inputs: Inputs) -> BuildRecord:
+    return BuildRecord(7, ALL, inputs, datetime.now(UTC))
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, NOTHING),
+        ({"configurations": "other"}, CONFIGURATIONS),
+        ({"tes": "other"}, ALL),
+        ({"project": "other"}, ALL),
+        ({"tes": "other", "configurations": "other"}, ALL),
+        ({"project": "other", "configurations": "other"}, ALL),
+    ],
+)
+def test_the_plan_follows_the_inputs_that_changed(changes: dict[str, str], expected: str) -> None:
+    before = Inputs(tes="t", configurations="c", project="p")
+    chosen = build_plan.decide(replace(before, **changes), _record(before))
+    assert chosen.kind == expected
+    assert (chosen.dbt_args == ()) == (expected == NOTHING)
+    assert "build 7" in chosen.reason
+
+
+def test_no_record_plans_everything_and_full_refresh_wins() -> None:
+    inputs = Inputs(tes="t", configurations="c", project="p")
+    assert build_plan.decide(inputs, None).kind == ALL
+    assert build_plan.decide(inputs, _record(inputs), full_refresh=True).kind == FULL_REFRESH
+    assert "--full-refresh" in build_plan.decide(inputs, None, full_refresh=True).dbt_args
+    configurations_only = build_plan.Plan(CONFIGURATIONS, "", inputs, None).dbt_args
+    assert "source:refiner.configurations+" in configurations_only
+    assert "tag:full_recomputation" in configurations_only
+
+
+def test_the_project_fingerprint_follows_every_project_file(tmp_path: Path) -> None:
+    (tmp_path / "models" / "staging").mkdir(parents=True)
+    (tmp_path / "dbt_project.yml").write_text("name: x\n")
+    model = tmp_path / "models" / "staging" / "a.sql"
+    model.write_text("select 1")
+    (tmp_path / "README.md").write_text("not the project")
+    first = build_plan.project_fingerprint(tmp_path)
+    (tmp_path / "README.md").write_text("still not the project")
+    assert build_plan.project_fingerprint(tmp_path) == first
+    model.write_text("select 2")
+    changed = build_plan.project_fingerprint(tmp_path)
+    assert changed != first
+    model.rename(tmp_path / "models" / "staging" / "b.sql")
+    assert build_plan.project_fingerprint(tmp_path) not in (first, changed)
+
+
+# --- a sequence on a real database -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def planned(server: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    settings = create_database(server, "refinery_plan")
+    out = tmp_path_factory.mktemp("synthetic-plan")
+    summary = generate(out, SPEC)
+    with psycopg.connect(settings.conninfo(), autocommit=True) as conn:
+        ensure_raw_schema(conn)
+    load_tes([summary.tes_dir], settings)
+    load_configurations(summary.configurations_file, settings)
+    try:
+        yield {
+            "settings": settings,
+            "tes_dir": summary.tes_dir,
+            "configurations": summary.configurations_file,
+        }
+    finally:
+        drop_database(server, settings)
+
+
+def _run_results_path() -> Path:
+    return dbt.target_path() / "run_results.json"
+
+
+def _ran(since: float) -> list[str] | None:
+    """The node ids of the dbt run that wrote run_results.json after `since`, else None."""
+    path = _run_results_path()
+    if not path.exists() or path.stat().st_mtime_ns <= since:
+        return None
+    return [result["unique_id"] for result in json.loads(path.read_text())["results"]]
+
+
+def _stamp() -> float:
+    path = _run_results_path()
+    return path.stat().st_mtime_ns if path.exists() else 0
+
+
+def _models_off_the_configuration_path() -> set[str]:
+    """Models that are not descendants of the configurations source: the TES-only path."""
+    manifest = json.loads((dbt.target_path() / "manifest.json").read_text())
+    children: dict[str, list[str]] = manifest["child_map"]
+    downstream: set[str] = set()
+    todo = [CONFIGURATION_SOURCE]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in downstream:
+                downstream.add(child)
+                todo.append(child)
+    models = {node for node in manifest["nodes"] if node.startswith("model.")}
+    return models - downstream
+
+
+def _sync(settings: DatabaseSettings, tes_dir: Path, configurations: Path | None = None) -> dict[str, Any]:
+    stream = io.StringIO()
+    sync(settings, SyncOptions(tes_dir, configurations, lock_timeout=10), log=StepLog("plan-test", stream))
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return {line["step"]: line for line in lines}
+
+
+def _assert_cache_is_recomputed(settings: DatabaseSettings) -> dict[Any, Any]:
+    with psycopg.connect(settings.conninfo()) as conn:
+        expected = expected_cache(conn)
+        actual = actual_cache(conn)
+    assert expected and differences(expected, actual) == []
+    return actual
+
+
+def _edit_snapshot(source: Path, target: Path, edit) -> Path:
+    records = json.loads(source.read_text())
+    target.write_text(json.dumps(edit(records)))
+    return target
+
+
+def _planned_build(settings: DatabaseSettings, **kwargs: Any) -> build_plan.PlannedBuild:
+    built = build_plan.run_planned(settings, **kwargs)
+    assert built.exit_code == 0, built.statuses
+    return built
+
+
+def _republish(conn: psycopg.Connection, marker: str, *, version: str | None = None) -> None:
+    """Land a changed content of every RS grouper (another version too, when given) in raw."""
+    rows = conn.execute(
+        "select distinct on (canonical_url, version) resource from raw.tes_valuesets"
+        " where canonical_url like '%%rs-grouper-%%' order by canonical_url, version, last_seen_load_id desc"
+    ).fetchall()
+    load_id = conn.execute(
+        "insert into raw.loads (kind, status, finished_at)"
+        " values ('tes', 'succeeded', now()) returning load_id"
+    ).fetchone()[0]
+    for (resource,) in rows[:3]:
+        resource["compose"]["include"].append(
+            {"system": "http://loinc.org", "concept": [{"code": f"{marker}-1"}]}
+        )
+        if version is not None:
+            resource["version"] = version
+        text = json.dumps(resource, sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        conn.execute(
+            "insert into raw.tes_valuesets (canonical_url, version, resource, resource_sha256,"
+            " source_file, load_id, last_seen_load_id, loaded_at)"
+            " values (%s, %s, %s::jsonb, %s, 'plan-test', %s, %s, now())",
+            (resource["url"], resource["version"], text, digest, load_id, load_id),
+        )
+
+
+def test_syncs_cost_what_changed_and_the_cache_stays_exact(planned: dict[str, Any], tmp_path: Path) -> None:
+    settings: DatabaseSettings = planned["settings"]
+    tes_dir: Path = planned["tes_dir"]
+    snapshot: Path = planned["configurations"]
+
+    # 1. the first build: everything, recorded
+    stamp = _stamp()
+    first = _planned_build(settings)
+    assert first.plan.kind == ALL and first.build_id is not None
+    ran = _ran(stamp)
+    assert ran is not None and FULL_TEST in ran and WRITTEN_TEST not in ran
+    off_path = _models_off_the_configuration_path()
+    assert off_path and off_path <= set(ran)
+    _assert_cache_is_recomputed(settings)
+
+    # 2. nothing loaded since: the sync's build step is skipped and dbt does not start
+    stamp = _stamp()
+    steps = _sync(settings, tes_dir)
+    assert steps["load_tes"]["status"] == "unchanged"
+    assert (steps["build"]["status"], steps["build"]["plan"]) == ("skipped", NOTHING)
+    assert _ran(stamp) is None
+
+    # the same snapshot loaded again changes no row: still nothing to build
+    steps = _sync(settings, tes_dir, snapshot)
+    assert steps["load_configurations"]["status"] == "ok"
+    assert (steps["build"]["status"], steps["build"]["plan"]) == ("skipped", NOTHING)
+    assert _ran(stamp) is None
+
+    # 3. one configuration edited: only the configuration path, its rows checked, not the whole cache
+    def edit_one(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        target = next(record for record in records if record.get("is_active"))
+        target["loinc_codes"] = sorted({*target.get("loinc_codes", []), "PLAN-EDIT-1"})
+        target["updated_at"] = "2031-01-01T00:00:00Z"
+        return records
+
+    edited = _edit_snapshot(snapshot, tmp_path / "edited.json", edit_one)
+    stamp = _stamp()
+    steps = _sync(settings, tes_dir, edited)
+    assert (steps["build"]["status"], steps["build"]["plan"]) == ("ok", CONFIGURATIONS)
+    ran = _ran(stamp)
+    assert ran is not None
+    assert not set(ran) & off_path, sorted(set(ran) & off_path)
+    assert "model.refinery.refinement_cache" in ran and WRITTEN_TEST in ran and FULL_TEST not in ran
+    assert not [node for node in ran if node.startswith("unit_test.")]
+    _assert_cache_is_recomputed(settings)
+    written = json.loads(_run_results_path().read_text())["results"]
+    assert {r["unique_id"]: r["status"] for r in written}[WRITTEN_TEST] == "pass"
+
+    # 4. deletions and a deactivation: the configuration path again
+    def delete_some(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        active = [record for record in records if record.get("is_active")]
+        active[1]["is_active"] = False
+        active[1]["updated_at"] = "2031-01-02T00:00:00Z"
+        gone = {active[2]["id"], active[3]["id"]}
+        return [record for record in records if record["id"] not in gone]
+
+    deleted = _edit_snapshot(edited, tmp_path / "deleted.json", delete_some)
+    steps = _sync(settings, tes_dir, deleted)
+    assert (steps["build"]["status"], steps["build"]["plan"]) == ("ok", CONFIGURATIONS)
+    _assert_cache_is_recomputed(settings)
+
+    # 5. a TES re-publication (other content, same versions): everything, incrementally
+    with psycopg.connect(settings.conninfo()) as conn:
+        _republish(conn, "REPUB")
+    built = _planned_build(settings)
+    assert built.plan.kind == ALL and "tes changed" in built.plan.reason
+    _assert_cache_is_recomputed(settings)
+
+    # 6. a new release (new versions) and a configuration edit together: everything
+    with psycopg.connect(settings.conninfo()) as conn:
+        _republish(conn, "RELEASE", version="99")
+        conn.execute(
+            "update raw.configurations set child_grouper_version = '99'"
+            " where id = (select min(id) from raw.configurations where is_active)"
+            " and child_grouper_url in (select canonical_url from raw.tes_valuesets where version = '99')"
+        )
+    built = _planned_build(settings)
+    assert built.plan.kind == ALL
+    _assert_cache_is_recomputed(settings)
+    assert _planned_build(settings).plan.kind == NOTHING
+
+    # 7. a build killed while the cache is written: nothing recorded, the next build converges
+    with psycopg.connect(settings.conninfo()) as conn:
+        conn.execute(
+            "update raw.configurations set snomed_codes = array['PLAN-KILL-1'], updated_at = updated_at"
+            " + interval '1 day' where id = (select max(id) from raw.configurations where is_active)"
+        )
+    with psycopg.connect(settings.conninfo()) as conn:
+        before_kill = actual_cache(conn)
+        records_before = conn.execute("select count(*) from refiner.refinery_builds").fetchone()[0]
+    with psycopg.connect(settings.conninfo()) as holder:
+        holder.execute("lock table refiner.refinement_cache in access exclusive mode")
+        process = start_refinery(["build"], settings)
+        _wait_for_query(settings, '%"node_id": "model.refinery.refinement_cache"%', process)
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+        holder.rollback()
+    wait_idle(settings)
+    with psycopg.connect(settings.conninfo()) as conn:
+        assert actual_cache(conn) == before_kill
+        assert conn.execute("select count(*) from refiner.refinery_builds").fetchone()[0] == records_before
+    rerun = _planned_build(settings)
+    assert rerun.plan.kind == CONFIGURATIONS
+    converged = _assert_cache_is_recomputed(settings)
+
+    # 8. --full-refresh: everything again, the same rows
+    refreshed_build = _planned_build(settings, full_refresh=True)
+    assert refreshed_build.plan.kind == FULL_REFRESH
+    refreshed = _assert_cache_is_recomputed(settings)
+
+    def without_updated_at(rows: dict[Any, Any]) -> dict[Any, Any]:
+        return {key: {c: v for c, v in row.items() if c != "updated_at"} for key, row in rows.items()}
+
+    assert without_updated_at(refreshed) == without_updated_at(converged)
+    assert _planned_build(settings).plan.kind == NOTHING
+
+
+def _wait_for_query(settings: DatabaseSettings, pattern: str, process: Any, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(settings.conninfo(), autocommit=True) as admin:
+        while time.monotonic() < deadline and process.poll() is None:
+            found = admin.execute(
+                "select 1 from pg_stat_activity where datname = current_database()"
+                " and pid <> pg_backend_pid() and query ilike %s limit 1",
+                (pattern,),
+            ).fetchone()
+            if found:
+                return
+            time.sleep(0.05)
+    out, err = process.communicate(timeout=60) if process.poll() is not None else ("", "")
+    raise AssertionError(f"the build never wrote refinement_cache: {out[-2000:]} {err[-2000:]}")
