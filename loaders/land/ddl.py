@@ -14,15 +14,26 @@ def raw_schema_sql() -> str:
 
 
 RAW_TABLES = ("raw.loads", "raw.tes_valuesets", "raw.configurations", "raw.rejected_records")
+# Columns added after the first release: a database that lacks one is brought up to date.
+ADDED_COLUMNS = (("raw.loads", "updated_count"), ("raw.loads", "deleted_count"))
 
 
 def raw_schema_exists(conn: psycopg.Connection) -> bool:
-    """Every raw table is there (checked without needing CREATE privileges)."""
+    """Every raw table and added column is there (checked without needing CREATE privileges)."""
     row = conn.execute(
         "select bool_and(to_regclass(name) is not null) from unnest(%s::text[]) as t (name)",
         (list(RAW_TABLES),),
     ).fetchone()
-    return bool(row and row[0])
+    if not (row and row[0]):
+        return False
+    for table, column in ADDED_COLUMNS:
+        found = conn.execute(
+            "select 1 from pg_attribute where attrelid = %s::regclass and attname = %s and not attisdropped",
+            (table, column),
+        ).fetchone()
+        if not found:
+            return False
+    return True
 
 
 def ensure_raw_schema(conn: psycopg.Connection) -> None:

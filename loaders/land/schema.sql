@@ -10,12 +10,18 @@ create table if not exists raw.loads (
     status text not null check (status in ('running', 'succeeded', 'failed')),
     files jsonb not null default '[]'::jsonb,          -- [{"path", "sha256", "bytes", "records"}]
     inserted_count integer not null default 0,
+    updated_count integer not null default 0,   -- configurations: rows whose content changed
+    deleted_count integer not null default 0,   -- configurations: ids no longer in the snapshot
     unchanged_count integer not null default 0,
     rejected_count integer not null default 0,
     started_at timestamptz not null default clock_timestamp(),
     finished_at timestamptz,
     error text
 );
+
+-- Databases created before the configurations load wrote only what changed gain its counts.
+alter table raw.loads add column if not exists updated_count integer not null default 0;
+alter table raw.loads add column if not exists deleted_count integer not null default 0;
 
 -- One row per distinct ValueSet content ever received.
 -- (canonical_url, version, resource_sha256) is unique: loading the same content again adds nothing.
@@ -39,7 +45,8 @@ create index if not exists tes_valuesets_url_version_idx
     on raw.tes_valuesets (canonical_url, version, last_seen_load_id desc);
 create index if not exists tes_valuesets_last_seen_idx on raw.tes_valuesets (last_seen_load_id);
 
--- Full snapshot of the Refiner's configurations, replaced by each configurations load.
+-- Full snapshot of the Refiner's configurations; each configurations load makes it equal its file,
+-- writing only the rows that changed (load_id: the load that last wrote the row).
 create table if not exists raw.configurations (
     id bigint primary key,
     jurisdiction_id text not null,
