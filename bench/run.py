@@ -242,11 +242,19 @@ def run_once(
             m["lookup.trigger_p50_ms"] = theirs.p50_ms
             m["lookup.trigger_p99_ms"] = theirs.p99_ms
             out.checks["lookup_misses"] = ours.misses
+            # "which conditions and jurisdictions keep code X": the analytics mart (built by the
+            # first `dbt build`), not the cache, answers it (docs/analytics.md)
+            by_code = lookups.measure_codes(conn, lookups.grouper_codes(conn), count=min(lookup_count, 1_000))
+            m["lookup.code_p50_ms"] = by_code.p50_ms
+            m["lookup.code_p99_ms"] = by_code.p99_ms
             nodes = ", ".join(
                 f"{case} {m[f'project.{case}_node_s'] * 1000:.0f} ms"
                 for case in ("noop", "edit_one", "edit_1pct", "republish", "new_release")
             )
-            log(f"  refinement_cache node: {nodes}; lookup p99 {ours.p99_ms:.3f} ms")
+            log(
+                f"  refinement_cache node: {nodes}; lookup p99 {ours.p99_ms:.3f} ms;"
+                f" conditions keeping a code p99 {by_code.p99_ms:.3f} ms"
+            )
         finally:
             conn.close()
     return out

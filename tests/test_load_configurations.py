@@ -1,4 +1,7 @@
-"""`refinery load configurations`: JSON and CSV snapshots, full replacement, refusals."""
+"""`refinery load configurations`: JSON and CSV snapshots, full replacement, refusals.
+
+The write strategy (only changed rows written) is tested in tests/test_load_configurations_diff.py.
+"""
 
 from __future__ import annotations
 
@@ -115,7 +118,7 @@ def test_snapshot_replaces_everything(fresh_database: DatabaseSettings, tmp_path
         (2, True, second.load_id),
         (4, False, second.load_id),
     ]
-    assert (second.inserted, second.unchanged, second.deleted) == (1, 1, 2)
+    assert (second.inserted, second.updated, second.unchanged, second.deleted) == (1, 1, 0, 2)
     empty = load_configurations(write(tmp_path / "c.json", []), fresh_database)
     assert rows(fresh_database) == [] and empty.deleted == 2
 

@@ -1,9 +1,16 @@
-"""`refinery load configurations FILE`: replace `raw.configurations` with a full snapshot.
+"""`refinery load configurations FILE`: make `raw.configurations` equal a full snapshot.
 
 Configurations are authored in the Refiner application; the file (a JSON list of objects, or a
-CSV with a header row) is a complete snapshot, so the load deletes every row and COPYs the new
-ones in the same transaction: configurations missing from the file disappear downstream.
-Every record is validated first; one bad record refuses the whole file.
+CSV with a header row) is a complete snapshot: configurations missing from the file disappear
+downstream. Every record is validated first; one bad record refuses the whole file.
+
+The load writes only what changed (docs/loading.md#configurations-contract): the snapshot is
+COPYed into a temporary table, then three set-based statements in the load's one transaction
+delete the ids the file lacks, update the rows whose content differs (by id) and insert the new
+ids. Rows that did not change are not written: they keep their load_id and updated_at. A row
+written by this load carries its load_id; updated_at, when the file gives none, is the load time
+of the load that last changed the row. The load record counts inserted, updated and deleted rows:
+all three 0 means the snapshot changed nothing.
 """
 
 from __future__ import annotations
@@ -328,45 +335,97 @@ def _id_of(record: Any) -> str:
 # --- loading -------------------------------------------------------------------------------------
 
 
+COLUMN_TYPES = {
+    "id": "int8",
+    "jurisdiction_id": "text",
+    "child_grouper_url": "text",
+    "child_grouper_version": "text",
+    "display_name_override": "text",
+    "version": "int4",
+    **{name: "text[]" for name in CODE_FIELDS},
+    "excluded_codes": "text[]",
+    "is_active": "bool",
+    "created_by": "text",
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+}
+INCOMING = "pg_temp.incoming_configurations"
+
+
+def _diff_statements() -> tuple[str, str, str]:
+    """delete / update / insert of raw.configurations from the incoming snapshot, by id.
+
+    A row differs when any column differs (`is distinct from`: nulls compare equal), updated_at
+    only when the file gives one: a file without updated_at does not make every row "changed"
+    (the stored value, the load time of the row's last change, stays).
+    Parameters: %(load_id)s, %(loaded_at)s.
+    """
+    compared = [name for name in COLUMNS if name not in ("id", "updated_at")]
+    stored = ", ".join(f"stored.{name}" for name in compared)
+    incoming = ", ".join(f"incoming.{name}" for name in compared)
+    delete = f"""
+        delete from raw.configurations as stored
+        where not exists (select 1 from {INCOMING} as incoming where incoming.id = stored.id)
+    """
+    assignments = ", ".join(f"{name} = incoming.{name}" for name in compared)
+    update = f"""
+        update raw.configurations as stored
+        set {assignments},
+            updated_at = coalesce(incoming.updated_at, %(loaded_at)s),
+            load_id = %(load_id)s
+        from {INCOMING} as incoming
+        where
+            incoming.id = stored.id
+            and (
+                ({stored}) is distinct from ({incoming})
+                or (incoming.updated_at is not null and incoming.updated_at <> stored.updated_at)
+            )
+    """
+    columns = ", ".join(COLUMNS)
+    values = ", ".join(
+        "coalesce(incoming.updated_at, %(loaded_at)s)" if name == "updated_at" else f"incoming.{name}"
+        for name in COLUMNS
+    )
+    insert = f"""
+        insert into raw.configurations ({columns}, load_id)
+        select {values}, %(load_id)s
+        from {INCOMING} as incoming
+        where not exists (select 1 from raw.configurations as stored where stored.id = incoming.id)
+    """
+    return delete, update, insert
+
+
+def _copy_incoming(conn: psycopg.Connection, configurations: list[Configuration]) -> None:
+    """The snapshot into a temporary table (dropped at commit or rollback; not WAL-logged)."""
+    definitions = ", ".join(f"{name} {COLUMN_TYPES[name]}" for name in COLUMNS)
+    conn.execute(f"create temporary table incoming_configurations ({definitions}) on commit drop")
+    with conn.cursor() as cur, cur.copy(f"copy {INCOMING} ({', '.join(COLUMNS)}) from stdin") as copy:
+        copy.set_types([COLUMN_TYPES[name] for name in COLUMNS])
+        for configuration in configurations:
+            copy.write_row(configuration.row())
+    conn.execute(f"alter table {INCOMING} add primary key (id)")  # ids are unique (validated)
+    conn.execute(f"analyze {INCOMING}")
+
+
 def _body(path: Path) -> Callable[[psycopg.Connection, int, Progress], Counts]:
     def body(conn: psycopg.Connection, load_id: int, progress: Progress) -> Counts:
-        configurations, info = read_snapshot(path)
+        with progress.phase("read"):
+            configurations, info = read_snapshot(path)
         progress.files.append(info)
-        previous_ids = {row[0] for row in conn.execute("select id from raw.configurations")}
-        conn.execute("delete from raw.configurations")
-        loaded_at = conn.execute("select now()").fetchone()[0]
-        with (
-            conn.cursor() as cur,
-            cur.copy(f"copy raw.configurations ({', '.join(COLUMNS)}, load_id) from stdin") as copy,
-        ):
-            copy.set_types(
-                [
-                    "int8",
-                    "text",
-                    "text",
-                    "text",
-                    "text",
-                    "int4",
-                    "text[]",
-                    "text[]",
-                    "text[]",
-                    "text[]",
-                    "text[]",
-                    "bool",
-                    "text",
-                    "timestamptz",
-                    "timestamptz",
-                    "int8",
-                ]
-            )
-            for configuration in configurations:
-                values = configuration.row()
-                copy.write_row((*values[:-1], values[-1] or loaded_at, load_id))
-        new_ids = {configuration.id for configuration in configurations}
+        with progress.phase("copy"):
+            _copy_incoming(conn, configurations)
+        params = {"load_id": load_id, "loaded_at": conn.execute("select now()").fetchone()[0]}
+        delete, update, insert = _diff_statements()
+        with progress.phase("write"):
+            deleted = conn.execute(delete).rowcount
+            updated = conn.execute(update, params).rowcount
+            inserted = conn.execute(insert, params).rowcount
+            conn.execute(f"drop table {INCOMING}")
         return Counts(
-            inserted=len(new_ids - previous_ids),
-            unchanged=len(new_ids & previous_ids),
-            deleted=len(previous_ids - new_ids),
+            inserted=inserted,
+            updated=updated,
+            unchanged=len(configurations) - inserted - updated,
+            deleted=deleted,
         )
 
     return body
@@ -379,9 +438,9 @@ def load_configurations(
     lock_timeout: float = 30.0,
     held_lock: load_lock.DatabaseLock | None = None,
 ) -> LoadResult:
-    """Replace raw.configurations with the snapshot in `file` as one load.
+    """Make raw.configurations equal the snapshot in `file` as one load, writing only what changed.
 
-    Counts: inserted = ids new to the table, unchanged = ids kept (their rows are rewritten),
-    deleted = ids no longer in the snapshot.
+    Counts: inserted = ids new to the table, updated = ids whose row changed, unchanged = ids
+    whose row was left as it was, deleted = ids no longer in the snapshot.
     """
     return run_load(target, kind=KIND, body=_body(Path(file)), lock_timeout=lock_timeout, held_lock=held_lock)

@@ -27,15 +27,6 @@ def raw_schema_sql() -> str:
     return resources.files("loaders.land").joinpath("schema.sql").read_text()
 
 
-def raw_schema_exists(conn: psycopg.Connection) -> bool:
-    """Every raw table is there (checked without needing any privilege on them)."""
-    row = conn.execute(
-        "select bool_and(to_regclass(name) is not null) from unnest(%s::text[]) as t (name)",
-        (list(RAW_TABLES),),
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def schema_version(conn: psycopg.Connection) -> int | None:
     """The database's schema version, or None when `refinery db init` never ran on it."""
     if conn.execute("select to_regclass(%s)", (VERSION_TABLE,)).fetchone()[0] is None:

@@ -50,6 +50,7 @@ class Counts:
     revived: int = 0  # older contents received again after a newer one (TES reverts)
     unchanged: int = 0
     deleted: int = 0  # configurations no longer in the snapshot
+    updated: int = 0  # configurations whose row changed
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class LoadResult:
     rejected: int
     deleted: int
     seconds: float
+    updated: int = 0
     phases: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -85,7 +87,8 @@ class LoadResult:
             source = self.files[0].path if self.files else "?"
             return (
                 f"load {self.load_id}: {self.records} configuration(s) from {source} — "
-                f"{self.inserted} new, {self.unchanged} kept, {self.deleted} removed"
+                f"{self.inserted} new, {self.updated} changed, {self.unchanged} unchanged, "
+                f"{self.deleted} removed"
             )
         text = (
             f"load {self.load_id}: {len(self.files)} file(s), {self.records} record(s), "
@@ -105,6 +108,7 @@ class LoadResult:
             "records": self.records,
             "bytes": self.bytes,
             "inserted": self.inserted,
+            "updated": self.updated,
             "revived": self.revived,
             "unchanged": self.unchanged,
             "rejected": self.rejected,
@@ -206,12 +210,15 @@ def run_load(
                         """
                         update raw.loads
                         set status = 'succeeded', files = %s::jsonb, inserted_count = %s,
-                            unchanged_count = %s, rejected_count = %s, finished_at = clock_timestamp()
+                            updated_count = %s, deleted_count = %s, unchanged_count = %s,
+                            rejected_count = %s, finished_at = clock_timestamp()
                         where load_id = %s
                         """,
                         (
                             _files_json(progress.files),
                             counts.inserted + counts.revived,
+                            counts.updated,
+                            counts.deleted,
                             counts.unchanged,
                             len(progress.rejected),
                             load_id,
@@ -241,6 +248,7 @@ def run_load(
         unchanged=counts.unchanged,
         rejected=len(progress.rejected),
         deleted=counts.deleted,
+        updated=counts.updated,
         seconds=time.perf_counter() - clock,
         phases=dict(progress.phases),
     )

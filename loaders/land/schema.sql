@@ -11,6 +11,8 @@ create table if not exists raw.loads (
     status text not null check (status in ('running', 'succeeded', 'failed')),
     files jsonb not null default '[]'::jsonb,          -- [{"path", "sha256", "bytes", "records"}]
     inserted_count integer not null default 0,
+    updated_count integer not null default 0,   -- configurations: rows whose content changed
+    deleted_count integer not null default 0,   -- configurations: ids no longer in the snapshot
     unchanged_count integer not null default 0,
     rejected_count integer not null default 0,
     started_at timestamptz not null default clock_timestamp(),
@@ -40,7 +42,8 @@ create index if not exists tes_valuesets_url_version_idx
     on raw.tes_valuesets (canonical_url, version, last_seen_load_id desc);
 create index if not exists tes_valuesets_last_seen_idx on raw.tes_valuesets (last_seen_load_id);
 
--- Full snapshot of the Refiner's configurations, replaced by each configurations load.
+-- Full snapshot of the Refiner's configurations; each configurations load makes it equal its file,
+-- writing only the rows that changed (load_id: the load that last wrote the row).
 create table if not exists raw.configurations (
     id bigint primary key,
     jurisdiction_id text not null,
@@ -59,8 +62,6 @@ create table if not exists raw.configurations (
     updated_at timestamptz not null,
     load_id bigint not null references raw.loads (load_id)
 );
--- Databases created before excluded_codes existed gain it (docs/codes.md#exclusions).
-alter table raw.configurations add column if not exists excluded_codes text [] not null default '{}';
 
 -- Records refused under --skip-invalid, with the reason.
 create table if not exists raw.rejected_records (

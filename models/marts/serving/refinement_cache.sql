@@ -9,7 +9,7 @@
         'partition_by': 'jurisdiction_id',
         'column': 'inputs_fingerprint',
     },
-    indexes=[{'columns': ['aggregated_codes'], 'type': 'gin'}, {'columns': ['jurisdiction_id']}],
+    indexes=[{'columns': ['jurisdiction_id']}],
     storage_parameters={'toast_tuple_target': 128},
     column_collations={'aggregated_codes': 'C'},
     column_storage={
@@ -38,10 +38,10 @@
 
     Storage: the code arrays and source_details live out of line (toast_tuple_target 128) while
     the keys and hashes stay in the heap (storage plain), so the diffs scan a few MB instead
-    of every row's codes. The GIN index on aggregated_codes answers "which conditions contain
-    code X"; the column is collated "C" (bytewise, the order of every code array here), which
-    makes the index build compare codes with memcmp instead of the database's locale: about
-    1.7x less CPU at production scale.
+    of every row's codes. aggregated_codes is collated "C" (bytewise, the order of every code
+    array here). "Which conditions contain code X" is not asked of this table (no GIN index:
+    its build was most of a full build's cost): the analytics mart condition_grouper_codes
+    answers it at grouper granularity through a btree index (docs/analytics.md).
 
     Merge and nested-loop joins are off for this model: the key diff (new, changed and stale
     keys) joins ~all keys, and one hash join (~10 ms at production scale) beats both the merge
