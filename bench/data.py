@@ -32,6 +32,9 @@ class Dataset:
     configurations_file: Path
     next_release_dir: Path  # release N+1 only: the "new TES release" case
     counts: dict[str, int]
+    # what a fetch writes once release N+1 is published: releases 1..N+1 in the fetch format,
+    # the files of releases 1..N byte-identical to tes_dir's (the operator's commands' case)
+    next_fetch_dir: Path | None = None
 
     @property
     def tes_bytes(self) -> int:
@@ -55,13 +58,21 @@ def prepare(scale: str, workdir: Path) -> Dataset:
     more = replace(spec, releases=spec.releases + 1)
     versions = _release_versions(more)
     newest = {versions[-1][0], versions[-1][1]}
-    valuesets = [vs for vs in synthetic.generate_valuesets(more) if vs.get("version") in newest]
+    every = synthetic.generate_valuesets(more)
+    valuesets = [vs for vs in every if vs.get("version") in newest]
     rendered, ignored = synthetic.render(valuesets)
     next_dir = base / "next-release"
     write_tes_files(next_dir, rendered, ignored_count=ignored, now=datetime(2026, 1, 1, tzinfo=UTC))
+    # releases 1..N as generated, plus release N+1 (the generator draws release N differently
+    # when it makes N+1 releases, so its full N+1 output would also re-publish release N)
+    rendered_all, ignored_all = synthetic.render([*synthetic.generate_valuesets(spec), *valuesets])
+    next_fetch = base / "next-fetch"
+    write_tes_files(next_fetch, rendered_all, ignored_count=ignored_all, now=datetime(2026, 1, 1, tzinfo=UTC))
     counts = dict(summary.counts)
     counts["next_release_valuesets"] = len(valuesets)
-    return Dataset(scale, spec, summary.tes_dir, summary.configurations_file, next_dir, counts)
+    return Dataset(
+        scale, spec, summary.tes_dir, summary.configurations_file, next_dir, counts, next_fetch_dir=next_fetch
+    )
 
 
 def _release_versions(spec: SyntheticSpec) -> list[tuple[str, str]]:

@@ -1,17 +1,29 @@
 """Seed and drive the row-trigger design (bench/trigger_design.sql) the way the original did.
 
-One `cursor.execute` per row inside one connection, exactly like the original
-`database_seeding.py`: groupers first, then references (each fires the parent re-aggregation), then
-configurations (each fires one cache upsert). Each phase is timed including its commit.
+Two feeds of the same inputs, each phase timed including its commit:
+- `rows`: one `cursor.execute` per row inside one connection, exactly like the original
+  `database_seeding.py`: groupers first, then references (each fires the parent
+  re-aggregation), then configurations (each fires one cache upsert);
+- `copy`: the same rows in the same order through `COPY ... FROM STDIN`, one COPY per table. Row
+  triggers fire for COPY too, so the triggers do the same work; only the per-row round trips go.
+  This is the trigger design at its best for a first load.
+
+`python -m bench.trigger_design --feed rows|copy --dsn DSN --tes DIR --configurations FILE
+--jurisdictions CSV` seeds a fresh database in a process of its own (as the original's seeder ran)
+and prints its phase timings as one JSON line; the benchmark times that process's wall clock the
+way it times `refinery` commands.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -224,6 +236,114 @@ def seed(
     return timings
 
 
+def _copy_rows(
+    conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    with conn.cursor() as cur, cur.copy(f"copy {table} ({', '.join(columns)}) from stdin") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+_GROUPER_COLUMNS = ("canonical_url", "version", "display_name", *CODE_COLUMNS)
+
+
+def unique_groupers(groupers: Sequence[Grouper]) -> list[Grouper]:
+    """The groupers the row-by-row feed's `on conflict do nothing` keeps: the first of each primary
+    key, and for RS groupers also the first of each (snomed_code, version)."""
+    kept: list[Grouper] = []
+    seen: set[tuple[str, ...]] = set()
+    for grouper in groupers:
+        keys = [(grouper.kind, grouper.canonical_url, grouper.version)]
+        if grouper.kind == "reporting_spec_grouper":
+            keys.append((grouper.kind, "snomed", str(grouper.snomed_code), grouper.version))
+        if any(key in seen for key in keys):
+            continue
+        seen.update(keys)
+        kept.append(grouper)
+    return kept
+
+
+def copy_jurisdictions(conn: psycopg.Connection, jurisdictions: Iterable[tuple[str, str, str | None]]) -> int:
+    rows = list({ident: (ident, name, state) for ident, name, state in jurisdictions}.values())
+    _copy_rows(conn, "jurisdictions", ("id", "name", "state_code"), rows)
+    conn.commit()
+    return len(rows)
+
+
+def copy_groupers(conn: psycopg.Connection, groupers: Sequence[Grouper], timings: SeedTimings) -> None:
+    """Pass 1 and pass 2 through COPY: the groupers, then the references (the reference trigger
+    re-aggregates the parent once per reference row, as in the row-by-row feed)."""
+    kept = unique_groupers(groupers)
+    started = time.perf_counter()
+    conditions = [g for g in kept if g.kind == "condition_grouper"]
+    specs = [g for g in kept if g.kind == "reporting_spec_grouper"]
+
+    def values(grouper: Grouper) -> list[Any]:
+        record = _grouper_record(grouper)
+        return [record[column] for column in _GROUPER_COLUMNS]
+
+    _copy_rows(conn, "tes_condition_groupers", _GROUPER_COLUMNS, map(values, conditions))
+    _copy_rows(
+        conn,
+        "tes_reporting_spec_groupers",
+        (*_GROUPER_COLUMNS, "snomed_code"),
+        ([*values(g), g.snomed_code] for g in specs),
+    )
+    conn.commit()
+    timings.groupers_s += time.perf_counter() - started
+
+    rs_keys = {(g.canonical_url, g.version) for g in specs}
+    references = [
+        (g.canonical_url, g.version, url, version)
+        for g in conditions
+        for url, version in g.children
+        if (url, version) in rs_keys
+    ]
+    started = time.perf_counter()
+    _copy_rows(
+        conn,
+        "tes_condition_grouper_references",
+        ("parent_grouper_url", "parent_grouper_version", "child_grouper_url", "child_grouper_version"),
+        references,
+    )
+    conn.commit()
+    timings.references_s += time.perf_counter() - started
+    timings.counts["groupers"] = timings.counts.get("groupers", 0) + len(groupers)
+    timings.counts["references"] = timings.counts.get("references", 0) + len(references)
+
+
+def copy_configurations(
+    conn: psycopg.Connection, configurations: Sequence[dict[str, Any]], timings: SeedTimings
+) -> None:
+    """Pass 3 through one COPY, in the row-by-row feed's order: the cache upsert trigger fires
+    once per configuration row."""
+    rows = [_configuration_record(c) for c in insertable(conn, configurations)]
+    started = time.perf_counter()
+    _copy_rows(conn, "configurations", _CONFIG_COLUMNS, ([row[c] for c in _CONFIG_COLUMNS] for row in rows))
+    conn.commit()
+    timings.configurations_s += time.perf_counter() - started
+    timings.counts["configurations"] = len(rows)
+    timings.counts["configurations_refused"] = len(configurations) - len(rows)
+
+
+def seed_copy(
+    conn: psycopg.Connection,
+    jurisdictions: Iterable[tuple[str, str, str | None]],
+    groupers: Sequence[Grouper],
+    configurations: Sequence[dict[str, Any]],
+) -> SeedTimings:
+    """The whole seed fed through COPY (triggers firing) on an installed schema."""
+    timings = SeedTimings()
+    timings.counts["jurisdictions"] = copy_jurisdictions(conn, jurisdictions)
+    copy_groupers(conn, groupers, timings)
+    copy_configurations(conn, configurations, timings)
+    timings.counts["cache_rows"] = cache_row_count(conn)
+    return timings
+
+
+FEEDS = {"rows": seed, "copy": seed_copy}
+
+
 def update_configurations(conn: psycopg.Connection, changed: Sequence[dict[str, Any]]) -> float:
     """Seconds to apply edited configurations as the application would: one UPDATE per row."""
     rows = [_configuration_record(c) for c in changed]
@@ -265,3 +385,42 @@ def cache_codes(conn: psycopg.Connection) -> dict[tuple[str, str], set[str]]:
     ).fetchall()
     conn.commit()
     return {(str(s), str(j)): set(codes) for s, j, codes in rows}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Install the schema in the given (fresh) database and seed it with one feed; print the
+    phase timings as one JSON line."""
+    from bench import project
+    from bench.tes_files import read_configurations, read_groupers
+
+    parser = argparse.ArgumentParser(prog="python -m bench.trigger_design")
+    parser.add_argument("--feed", choices=sorted(FEEDS), required=True)
+    parser.add_argument("--dsn", required=True, help="libpq connection string of a fresh database")
+    parser.add_argument("--tes", type=Path, required=True, help="TES files folder")
+    parser.add_argument("--configurations", type=Path, required=True)
+    parser.add_argument("--jurisdictions", type=Path, required=True, help="the jurisdictions seed CSV")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    groupers = read_groupers([args.tes])
+    configurations = read_configurations(args.configurations)
+    parsed_s = time.perf_counter() - started
+    with connect(args.dsn) as conn:
+        install(conn)
+        timings = FEEDS[args.feed](conn, project.jurisdictions(args.jurisdictions), groupers, configurations)
+    print(
+        json.dumps(
+            {
+                "feed": args.feed,
+                "parse_s": parsed_s,
+                "groupers_s": timings.groupers_s,
+                "references_s": timings.references_s,
+                "configurations_s": timings.configurations_s,
+                "counts": timings.counts,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

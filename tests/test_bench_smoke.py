@@ -1,5 +1,7 @@
-"""The benchmark harness: the trigger design behaves as documented, and a tiny end-to-end run writes
-well-formed results in which both designs produced the same cache keys. No timing assertions."""
+"""The benchmark harness: the trigger design behaves as documented (fed row by row or by COPY), the
+commands suite times the operator's commands at a tiny scale and reports every figure with ratios
+computed from what it measured, and the per-node suite writes well-formed results in which both
+designs produced the same cache keys. No timing assertions."""
 
 from __future__ import annotations
 
@@ -10,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import lookups, project, report
+from bench import commands, commands_report, lookups, project, report
 from bench import trigger_design as td
 from bench.tes_files import Grouper, focus_snomed, to_grouper
 from refinery.connection import DatabaseSettings
-from tests.conftest import REPO, env_for
+from tests.conftest import REPO, create_database, drop_database, env_for
 
 PARENT = ("https://example.org/ValueSet/cg-1", "1.0.0")
 CHILD_A = ("https://example.org/ValueSet/rs-grouper-111", "20250101")
@@ -70,6 +72,79 @@ def test_trigger_design_reaggregates_parents_and_upserts_cache(fresh_database: D
         # an edit is one UPDATE, and its trigger rewrites the row
         td.update_configurations(conn, [{**configurations[2], "loinc_codes": ["7-7"]}])
         assert "7-7" in td.cache_codes(conn)[("111", "SDDH")]
+
+
+def test_copy_feed_gives_the_row_feeds_cache(server: DatabaseSettings) -> None:
+    """COPY fires the same row triggers: the same inputs give the same cache, codes included,
+    and a duplicate grouper is kept once as `on conflict do nothing` keeps it."""
+
+    empty = {"loinc_codes": [], "snomed_codes": [], "icd10_codes": [], "rxnorm_codes": []}
+    parent = Grouper("condition_grouper", PARENT[0], PARENT[1], "cg", None, empty, (CHILD_A, CHILD_B))
+    first_a = _rs(CHILD_A, "111", ["1-1", "2-2"], [])
+    groupers = [first_a, _rs(CHILD_B, "222", ["2-2", "3-3"], []), parent, _rs(CHILD_A, "111", ["6-6"], [])]
+    configurations = [
+        _config(1, CHILD_A, loinc=["9-9", "1-1"]),
+        _config(2, CHILD_B, loinc=["4-4"]),
+        _config(3, CHILD_A, loinc=["8-8"], updated="2025-03-01T00:00:00Z"),
+    ]
+    assert td.unique_groupers(groupers) == groupers[:3]
+    caches = {}
+    for feed, seed in td.FEEDS.items():
+        settings = create_database(server, f"refinery_t_{feed}")
+        try:
+            with td.connect(settings.conninfo()) as conn:
+                td.install(conn)
+                timings = seed(conn, [("SDDH", "Senate District", "GC")], groupers, configurations)
+                assert timings.counts["references"] == 2 and timings.counts["configurations"] == 3
+                caches[feed] = td.cache_codes(conn)
+        finally:
+            drop_database(server, settings)
+    assert caches["copy"] == caches["rows"]
+    assert caches["copy"][("111", "SDDH")] == {"1-1", "2-2", "3-3", "111", "222", "8-8"}
+    assert caches["copy"][("222", "SDDH")] == {"1-1", "2-2", "3-3", "111", "222", "4-4"}
+
+
+def _command_run(first: float, noop: float, edit: float, release: float, copy: float) -> dict[str, float]:
+    m = {
+        "cmd.first_s": first,
+        "cmd.noop_s": noop,
+        "cmd.edit_one_s": edit,
+        "cmd.new_release_s": release,
+        "cmd.first.cache_node_s": first / 4,
+        "trigger.copy_s": copy,
+        "trigger.rows_s": copy * 1.2,
+        "trigger.copy.configurations_s": copy / 2,
+        "trigger.rows.configurations_s": copy / 1.5,
+    }
+    for name, (numerator, denominator) in commands.RATIOS.items():
+        m[name] = m[numerator] / m[denominator]
+    return m
+
+
+def test_command_targets_take_the_median_of_same_run_ratios_per_scale() -> None:
+    runs = [_command_run(20.0, 1.0, 6.0, 8.0, 10.0), _command_run(10.0, 2.0, 2.0, 4.0, 10.0)]
+    runs.append(_command_run(30.0, 2.0, 3.0, 9.0, 25.0))
+    result = {"scale": "production", "server": "postgres", "per_run": runs, "median": {}}
+    evaluated = {e.name: e for e in commands_report.evaluate(result)}
+    noop = evaluated["`refinery sync`, nothing changed / first load + build"]
+    # per run 0.05, 0.2, 0.0667: the median of the ratios, not the ratio of the medians (0.1)
+    assert noop.value == pytest.approx(2.0 / 30.0) and noop.status == "PASS"
+    first = evaluated["first load + build / trigger design fed by COPY"]
+    assert first.value == pytest.approx(1.2) and first.status == "PASS"
+    edit = evaluated["one configuration edited, `refinery sync` / first load + build"]
+    assert edit.value == pytest.approx(0.2) and edit.status == "PASS"
+    large = {**result, "scale": "large"}
+    statuses = {e.name: e.status for e in commands_report.evaluate(large)}
+    # large sets 0.10 for the edit and 0.7 against the trigger design
+    assert statuses[edit.name] == "MISS" and statuses[first.name] == "MISS"
+    tiny = {**result, "scale": "tiny"}
+    assert {e.status for e in commands_report.evaluate(tiny)} == {"n/a"}
+    production = {**result, "median": {"cmd.noop_s": 2.0, "cmd.edit_one_s": 3.0}}
+    grown = {**large, "median": {"cmd.noop_s": 2.5, "cmd.edit_one_s": 6.0}}
+    growth = {e.name: e for e in commands_report.growth([production, grown], "postgres")}
+    assert [g.status for g in growth.values()] == ["PASS", "MISS"]
+    assert [g.value for g in growth.values()] == [pytest.approx(1.25), pytest.approx(2.0)]
+    assert {e.status for e in commands_report.growth([production], "postgres")} == {"—"}
 
 
 def test_focus_snomed_comes_from_use_context_not_the_resource_id() -> None:
@@ -201,6 +276,8 @@ def test_tiny_run_writes_results_with_equal_cache_keys(server: DatabaseSettings,
             "bench",
             "--scale",
             "tiny",
+            "--suite",
+            "nodes",
             "--runs",
             "1",
             "--out",
@@ -265,7 +342,72 @@ def test_tiny_run_writes_results_with_equal_cache_keys(server: DatabaseSettings,
     assert "| … load + parse + GIN index + recomputation test alone |" in table
     assert "| … of which the build's nodes before the refinement_cache node starts" in table
     assert table.count("| … and upstream, int_cache_inputs_fingerprinted") == 2
-    assert (out / "README.md").read_text().count("### tiny") == 1
+    assert (out / "nodes.md").read_text().count("### tiny") == 1
     assert (out / "cost_vs_scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "refinement_cache node" in done.stdout
     assert report.load_results(out)[0]["scale"] == "tiny"
+
+
+@pytest.mark.slow
+def test_tiny_command_run_reports_every_figure_with_ratios_from_its_measurements(
+    server: DatabaseSettings, tmp_path: Path
+) -> None:
+    """The commands suite on PostgreSQL at the tiny scale: every command timed, sync driven the
+    way the scheduled job runs it (each case did what it is named for), every figure and target
+    in the tables, each ratio its run's own quotient, and --report-only rewrites the same tables."""
+    out = tmp_path / "results"
+    env = env_for(server)
+    argv = ["--scale", "tiny", "--server", "postgres", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *argv, "--workdir", str(tmp_path / "work"), "--working-tree"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    result = json.loads((out / "tiny-postgres.json").read_text())
+    assert result["suite"] == "commands" and result["server"] == "postgres" and len(result["per_run"]) == 1
+    run = result["per_run"][0]
+    for _, metric in commands_report.FIGURES:
+        assert run[metric] >= 0, metric
+    for metric in ("cmd.first_s", "cmd.noop_s", "cmd.edit_one_s", "cmd.new_release_s", "trigger.copy_s"):
+        assert run[metric] > 0, metric
+    assert run["cmd.first_s"] == pytest.approx(
+        run["cmd.first.load_tes_s"] + run["cmd.first.load_configurations_s"] + run["cmd.first.build_s"]
+    )
+    for name, (numerator, denominator) in commands.RATIOS.items():
+        assert run[name] == pytest.approx(run[numerator] / run[denominator]), name
+    checks = result["checks"][0]
+    assert checks["noop_steps"]["load_tes"] == "unchanged"
+    assert checks["edit_visible"] is True
+    assert checks["new_release_steps"]["load_tes"] == "ok" and checks["new_release_loaded"] > 0
+    assert checks["trigger_rows_cache_keys"] == checks["trigger_copy_cache_keys"] > 0
+
+    table = (out / "tiny-postgres.md").read_text()
+    readme = (out / "README.md").read_text()
+    for label, _ in commands_report.FIGURES:
+        assert f"| {label} |" in table and f"| {label} |" in readme, label
+    for target in commands_report.TARGETS:
+        ratio = commands_report.ratio_text(run[target.ratio])
+        assert f"| {target.name} | {target.goal_text('tiny')} | {ratio} | n/a |" in table
+        assert f"| {target.name} | {target.goal_text('tiny')} | {ratio} | n/a |" in readme
+    assert "postgres (PostgreSQL 15" in readme
+
+    (out / "README.md").unlink()
+    (out / "tiny-postgres.md").unlink()
+    again = subprocess.run(
+        [sys.executable, "-m", "bench", "--report-only", "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert (out / "README.md").read_text() == readme
+    assert (out / "tiny-postgres.md").read_text() == table
