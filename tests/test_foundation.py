@@ -137,14 +137,19 @@ def test_refinery_hands_its_threads_to_dbt(monkeypatch: pytest.MonkeyPatch) -> N
 def test_docker_compose_is_well_formed() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    postgres, refinery = services["postgres"], services["refinery"]
+    postgres, init, refinery = services["postgres"], services["init"], services["refinery"]
     assert str(postgres["image"]).startswith("postgres:16")
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
-    assert refinery["build"]["dockerfile"] == "Dockerfile"
-    assert refinery["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert refinery["environment"]["PGHOST"] == "postgres"
-    assert refinery["environment"]["PGUSER"] == postgres["environment"]["POSTGRES_USER"]
-    assert refinery["environment"]["PGDATABASE"] == postgres["environment"]["POSTGRES_DB"]
+    # the one-time `refinery db init` runs first, once the server is healthy; the job after it
+    assert init["build"]["dockerfile"] == "Dockerfile"
+    assert init["command"] == ["db", "init"]
+    assert init["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert refinery["image"] == init["image"]
+    assert refinery["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    for service in (init, refinery):
+        assert service["environment"]["PGHOST"] == "postgres"
+        assert service["environment"]["PGUSER"] == postgres["environment"]["POSTGRES_USER"]
+        assert service["environment"]["PGDATABASE"] == postgres["environment"]["POSTGRES_DB"]
     for volume in postgres.get("volumes", []):
         name = volume.split(":")[0]
         if not name.startswith((".", "/")):
