@@ -39,7 +39,7 @@
         concepts_listed.{{ key }},
     {%- endfor %}
         jsonb_build_object(
-        {%- for set_key in code_system_set_keys() + ['other'] %}
+    {%- for set_key in code_system_set_keys() + ['other'] %}
             '{{ set_key }}',
             coalesce(
                 jsonb_agg(
@@ -48,7 +48,7 @@
                 ) filter (where displays.set_key = '{{ set_key }}'),
                 '[]'::jsonb
             ){{ ',' if not loop.last }}
-        {%- endfor %}
+    {%- endfor %}
         ) as code_system_sets
     from {{ concepts }} as concepts_listed
     inner join {{ ref('int_code_displays') }} as displays

@@ -27,7 +27,6 @@ import psycopg
 import pytest
 
 from loaders.land.configurations import load_configurations
-from loaders.land.ddl import ensure_raw_schema
 from loaders.land.tes import load_tes
 from refinery import build_plan, dbt
 from refinery.build_plan import ALL, CONFIGURATIONS, FULL_REFRESH, NOTHING, BuildRecord, Inputs
@@ -104,8 +103,6 @@ def planned(server: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory) 
     settings = create_database(server, "refinery_plan")
     out = tmp_path_factory.mktemp("synthetic-plan")
     summary = generate(out, SPEC)
-    with psycopg.connect(settings.conninfo(), autocommit=True) as conn:
-        ensure_raw_schema(conn)
     load_tes([summary.tes_dir], settings)
     load_configurations(summary.configurations_file, settings)
     try:

@@ -16,7 +16,6 @@ import pytest
 
 from bench import lookups
 from loaders.land.configurations import load_configurations
-from loaders.land.ddl import ensure_raw_schema
 from loaders.land.tes import load_tes
 from refinery import dbt
 from refinery.connection import DatabaseSettings
@@ -34,8 +33,6 @@ def built(server: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory) ->
     settings = create_database(server, "refinery_grouper_codes")
     summary = generate(tmp_path_factory.mktemp("synthetic"), SPEC)
     try:
-        with psycopg.connect(settings.conninfo(), autocommit=True) as conn:
-            ensure_raw_schema(conn)
         load_tes([summary.tes_dir], settings)
         load_configurations(summary.configurations_file, settings)
         outcome = dbt.run(["build", "--select", *SELECT.split()], settings)

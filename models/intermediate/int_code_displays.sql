@@ -13,6 +13,7 @@
     set_system: that key's OID for the five, else the code system's own OID when the
     code_systems seed knows it or the system is named urn:oid:<oid>, else its URL.
 -#}
+{%- set set_keys = "'" ~ code_system_set_keys() | join("', '") ~ "'" %}
 with
 
 concepts as (
@@ -78,12 +79,10 @@ latest_displays as (
 select
     codes.system_key,
     codes.code,
-    coalesce(latest_displays.display, '') as display,
     codes.system_url,
+    coalesce(latest_displays.display, '') as display,
     case
-        when codes.system_key in (
-            {%- for set_key in code_system_set_keys() %}'{{ set_key }}'{{ ', ' if not loop.last }}{% endfor -%}
-        ) then codes.system_key
+        when codes.system_key in ({{ set_keys }}) then codes.system_key
         else 'other'
     end as set_key,
     coalesce(

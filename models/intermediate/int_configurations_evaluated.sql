@@ -111,39 +111,55 @@ resolved as (
         exclusions.excluded_system_codes,
         added_displays.added_displays_text
     from checked
-    cross join lateral (
+    cross join
+        lateral (
+            select
+                cast(coalesce(
+                    array_agg(listed.entry order by listed.entry collate "C")
+                    filter (where strpos(listed.entry, '|') = 0),
+                    '{}'
+                ) as text[]) as excluded_bare_codes,
+                cast(coalesce(
+                    array_agg(
+                        distinct
+                        coalesce(
+                            by_key.short_name, by_url.short_name, by_oid.short_name, split_part(listed.entry, '|', 1)
+                        )
+                        || '|' || substr(listed.entry, strpos(listed.entry, '|') + 1)
+                    ) filter (where strpos(listed.entry, '|') > 0),
+                    '{}'
+                ) as text[]) as excluded_system_codes
+            from unnest(checked.excluded_codes) as listed (entry)
+            left join code_systems as by_key
+                on split_part(listed.entry, '|', 1) = by_key.short_name
+            left join code_systems as by_url
+                on split_part(listed.entry, '|', 1) = by_url.system_url
+            left join code_systems as by_oid
+                on split_part(listed.entry, '|', 1) = by_oid.oid_url
+        ) as exclusions
+    -- per row: the displays of its added codes
+    cross join lateral (  -- noqa: ST05
         select
-            coalesce(
-                array_agg(listed.entry order by listed.entry collate "C")
-                filter (where strpos(listed.entry, '|') = 0),
-                '{}'
-            )::text [] as excluded_bare_codes,
-            coalesce(
-                array_agg(distinct
-                    coalesce(by_key.short_name, by_url.short_name, by_oid.short_name, split_part(listed.entry, '|', 1))
-                    || '|' || substr(listed.entry, strpos(listed.entry, '|') + 1)
-                ) filter (where strpos(listed.entry, '|') > 0),
-                '{}'
-            )::text [] as excluded_system_codes
-        from unnest(checked.excluded_codes) as listed (entry)
-        left join code_systems as by_key
-            on split_part(listed.entry, '|', 1) = by_key.short_name
-        left join code_systems as by_url
-            on split_part(listed.entry, '|', 1) = by_url.system_url
-        left join code_systems as by_oid
-            on split_part(listed.entry, '|', 1) = by_oid.oid_url
-    ) as exclusions
-    cross join lateral (
-        select coalesce(string_agg(added.system_key || '|' || added.code || '|' || displays.display, chr(30)
-            order by added.system_key, added.code collate "C"), '') as added_displays_text
+            coalesce(string_agg(
+                added.system_key || '|' || added.code || '|' || displays.display, chr(30)
+                order by added.system_key, added.code collate "C"
+            ), '') as added_displays_text
         from (
-            select 'loinc' as system_key, unnest(checked.added_loinc_codes) as code
+            select
+                'loinc' as system_key,
+                unnest(checked.added_loinc_codes) as code
             union all
-            select 'snomed' as system_key, unnest(checked.added_snomed_codes) as code
+            select
+                'snomed' as system_key,
+                unnest(checked.added_snomed_codes) as code
             union all
-            select 'icd10' as system_key, unnest(checked.added_icd10_codes) as code
+            select
+                'icd10' as system_key,
+                unnest(checked.added_icd10_codes) as code
             union all
-            select 'rxnorm' as system_key, unnest(checked.added_rxnorm_codes) as code
+            select
+                'rxnorm' as system_key,
+                unnest(checked.added_rxnorm_codes) as code
         ) as added
         inner join displays
             on added.system_key = displays.system_key and added.code = displays.code

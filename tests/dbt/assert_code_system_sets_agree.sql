@@ -27,13 +27,13 @@ key_problems as (
     from cache_rows
     where
         (
-            select array_agg(set_keys.key order by set_keys.key)
-            from jsonb_object_keys(code_system_sets) as set_keys (key)
+            select array_agg(set_keys.set_key order by set_keys.set_key)
+            from jsonb_object_keys(cache_rows.code_system_sets) as set_keys (set_key)
         ) is distinct from array['cvx', 'icd10', 'loinc', 'other', 'rxnorm', 'snomed']
         or exists (
             select 1
-            from jsonb_each(code_system_sets) as sets (key, entries)
-            where jsonb_typeof(sets.entries) <> 'array'
+            from jsonb_each(cache_rows.code_system_sets) as set_lists (set_key, entries)
+            where jsonb_typeof(set_lists.entries) <> 'array'
         )
 
 ),
@@ -43,8 +43,8 @@ expected as (
     select
         cache_rows.snomed_code,
         cache_rows.jurisdiction_id,
-        coalesce(displays.set_key, systems.system_key) as set_key,
         system_codes.code,
+        coalesce(displays.set_key, systems.system_key) as set_key,
         coalesce(displays.set_system, code_systems.oid) as set_system,
         coalesce(displays.display, '') as display,
         count(*) as entry_count
@@ -66,7 +66,7 @@ actual as (
     select
         cache_rows.snomed_code,
         cache_rows.jurisdiction_id,
-        sets.key as set_key,
+        set_lists.set_key,
         entries.entry ->> 'code' as code,
         entries.entry ->> 'system' as set_system,
         entries.entry ->> 'display' as display,
@@ -76,10 +76,11 @@ actual as (
             and (select count(*) from jsonb_object_keys(entries.entry)) = 3
         ) as well_formed
     from cache_rows
-    cross join lateral jsonb_each(cache_rows.code_system_sets) as sets (key, entry_list)
-    cross join lateral jsonb_array_elements(
-        case when jsonb_typeof(sets.entry_list) = 'array' then sets.entry_list else '[]'::jsonb end
-    ) as entries (entry)
+    cross join lateral jsonb_each(cache_rows.code_system_sets) as set_lists (set_key, entry_list)
+    cross join
+        lateral jsonb_array_elements(
+            case when jsonb_typeof(set_lists.entry_list) = 'array' then set_lists.entry_list else '[]'::jsonb end
+        ) as entries (entry)
     group by 1, 2, 3, 4, 5, 6
 
 ),

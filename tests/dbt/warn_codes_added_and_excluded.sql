@@ -3,7 +3,7 @@
 -- cache row), which is rarely what the author meant.
 with
 
-added as (
+excluding as (
 
     select
         configuration_id,
@@ -11,37 +11,38 @@ added as (
         child_grouper_url,
         excluded_bare_codes,
         excluded_system_codes,
-        listed.system_key,
-        listed.code
+        added_loinc_codes,
+        added_snomed_codes,
+        added_icd10_codes,
+        added_rxnorm_codes
     from {{ ref('int_configurations_evaluated') }}
-    cross join lateral (
-        select
-            'loinc' as system_key,
-            unnest(added_loinc_codes) as code
-        union all
-        select
-            'snomed' as system_key,
-            unnest(added_snomed_codes) as code
-        union all
-        select
-            'icd10' as system_key,
-            unnest(added_icd10_codes) as code
-        union all
-        select
-            'rxnorm' as system_key,
-            unnest(added_rxnorm_codes) as code
-    ) as listed
     where cardinality(excluded_bare_codes) + cardinality(excluded_system_codes) > 0
 
+),
+
+added as (
+    {% for system_key in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
+        select
+            excluding.configuration_id,
+            excluding.jurisdiction_id,
+            excluding.child_grouper_url,
+            excluding.excluded_bare_codes,
+            excluding.excluded_system_codes,
+            '{{ system_key }}' as system_key,
+            added_codes.code
+        from excluding
+        cross join lateral unnest(excluding.added_{{ system_key }}_codes) as added_codes (code)
+        {% if not loop.last %}union all{% endif %}
+    {% endfor %}
 )
 
 select
-    configuration_id,
-    jurisdiction_id,
-    child_grouper_url,
-    system_key,
-    code
+    added.configuration_id,
+    added.jurisdiction_id,
+    added.child_grouper_url,
+    added.system_key,
+    added.code
 from added
 where
-    code = any(excluded_bare_codes)
-    or (system_key || '|' || code) = any(excluded_system_codes)
+    added.code = any(added.excluded_bare_codes)
+    or (added.system_key || '|' || added.code) = any(added.excluded_system_codes)

@@ -42,13 +42,21 @@ row_pairs as (
         from jsonb_each(excluding.base_codes_by_system) as systems (system_key, codes)
         cross join lateral jsonb_array_elements_text(systems.codes) as system_codes (code)
         union all
-        select 'loinc', unnest(excluding.added_loinc_codes)
+        select
+            'loinc' as system_key,
+            unnest(excluding.added_loinc_codes) as code
         union all
-        select 'snomed', unnest(excluding.added_snomed_codes)
+        select
+            'snomed' as system_key,
+            unnest(excluding.added_snomed_codes) as code
         union all
-        select 'icd10', unnest(excluding.added_icd10_codes)
+        select
+            'icd10' as system_key,
+            unnest(excluding.added_icd10_codes) as code
         union all
-        select 'rxnorm', unnest(excluding.added_rxnorm_codes)
+        select
+            'rxnorm' as system_key,
+            unnest(excluding.added_rxnorm_codes) as code
     ) as listed
 
 ),

@@ -45,15 +45,15 @@ select
     displays.system_key as code_system,
     displays.code,
     displays.display,
+    code_systems.name as system_name,
+    displays.set_key as code_system_set_key,
+    displays.set_system as code_system_set_system,
+    valueset_counts.valueset_count::integer as valueset_count,
     coalesce(code_systems.system_url, displays.system_url) as system_url,
     coalesce(
         code_systems.oid,
         case when displays.system_key like 'urn:oid:%' then substr(displays.system_key, 9) end
-    ) as system_oid,
-    code_systems.name as system_name,
-    displays.set_key as code_system_set_key,
-    displays.set_system as code_system_set_system,
-    valueset_counts.valueset_count::integer as valueset_count
+    ) as system_oid
 from displays
 left join code_systems
     on displays.system_key = code_systems.short_name
