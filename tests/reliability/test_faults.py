@@ -25,7 +25,7 @@ import pytest
 
 from loaders.land.reader import content_sha256
 from loaders.tes import files
-from refinery import cli, connection, embedded, synthetic
+from refinery import cli, connection, dbinit, embedded, synthetic
 from refinery.connection import DatabaseSettings
 from refinery.testing.fake_tes import FakeTES, Fault
 from tests.conftest import free_port
@@ -311,6 +311,7 @@ def throwaway_server() -> Iterator[DatabaseSettings]:
         assert state.port is not None
         settings = connection.embedded_settings(state.port)
         connection.ensure_database(settings)
+        dbinit.init(settings)
         yield settings
     finally:
         embedded.down()
