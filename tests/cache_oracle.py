@@ -1,14 +1,17 @@
 """A plain-Python recomputation of refinement_cache from the raw tables (the test oracle).
 
-Written from the contract (issue 4, rules 1-5), independent of the SQL: latest content per
-(url, version), classification, codes of every system (compose and expansion), references split
-on the last `|`, condition grouper codes = union of loaded RS children, configurations counted
-by rule 4, ties by updated_at then id, additions merged.
+Written from the contract (issue 4, rules 1-5; issue 17), independent of the SQL: latest
+content per (url, version), classification, codes of every system (compose and expansion),
+references split on the last `|`, condition grouper codes = union of loaded RS children (and,
+with include_additional_context, of its additional context children), configurations counted by
+rule 4, ties by updated_at then id, additions merged, exclusions applied to both (an exclusion
+beats an addition), and code_system_sets built from the final codes and the displays TES gives.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,10 @@ class CacheRow:
     configuration_id: int
     codes_by_system: dict[str, list[str]]
     aggregated_codes: list[str]
+    code_system_sets: dict[str, list[dict[str, str]]]
+
+
+SET_KEYS = ("loinc", "snomed", "rxnorm", "icd10", "cvx")
 
 
 def _ordered(base: set[str], added: set[str]) -> list[str]:
@@ -43,6 +50,49 @@ def _system_keys() -> dict[str, str]:
             keys[row["system_url"]] = row["short_name"]
             keys[f"urn:oid:{row['oid']}"] = row["short_name"]
     return keys
+
+
+def _oids() -> dict[str, str]:
+    """short_name -> OID, from the code_systems seed."""
+    with (REPO / "seeds" / "code_systems.csv").open() as handle:
+        return {row["short_name"]: row["oid"] for row in csv.DictReader(handle)}
+
+
+def _displays(resource: dict[str, Any], keys: dict[str, str]) -> dict[tuple[str, str], str]:
+    """The display one ValueSet gives each code: trimmed, non-empty, the first bytewise."""
+    found: dict[tuple[str, str], str] = {}
+
+    def note(system: str, item: dict[str, Any]) -> None:
+        display = (item.get("display") or "").strip()
+        if item.get("code") and display:
+            key = (keys.get(system, system), item["code"])
+            if key not in found or display.encode() < found[key].encode():
+                found[key] = display
+
+    for include in (resource.get("compose") or {}).get("include") or []:
+        for concept in include.get("concept") or []:
+            note(include.get("system") or "urn:unknown-system", concept)
+    stack = list((resource.get("expansion") or {}).get("contains") or [])
+    while stack:
+        item = stack.pop()
+        stack.extend(item.get("contains") or [])
+        note(item.get("system") or "urn:unknown-system", item)
+    return found
+
+
+def _excluded(entries: list[str] | None, keys: dict[str, str]) -> tuple[set[str], set[tuple[str, str]]]:
+    """(bare codes, (system key, code) pairs) of a configuration's excluded_codes."""
+    bare: set[str] = set()
+    pairs: set[tuple[str, str]] = set()
+    short_names = set(keys.values())
+    for entry in entries or []:
+        if "|" not in entry:
+            bare.add(entry.strip())
+            continue
+        system, _, code = entry.partition("|")
+        system = system.strip()
+        pairs.add((system if system in short_names else keys.get(system, system), code.strip()))
+    return bare, pairs
 
 
 def _jurisdictions() -> set[str]:
@@ -79,18 +129,37 @@ def _snomed(resource: dict[str, Any]) -> str | None:
     return url[marker + len("rs-grouper-") :] or None if marker >= 0 else None
 
 
-def expected_cache(conn: psycopg.Connection) -> dict[tuple[str, str], CacheRow]:
-    """The refinement_cache the raw tables call for, keyed by (snomed_code, jurisdiction_id)."""
+def expected_cache(
+    conn: psycopg.Connection, *, include_additional_context: bool = False
+) -> dict[tuple[str, str], CacheRow]:
+    """The refinement_cache the raw tables call for, keyed by (snomed_code, jurisdiction_id);
+    include_additional_context: the dbt var include_additional_context_codes."""
     keys = _system_keys()
+    oids = _oids()
     rows = conn.execute(
-        "select distinct on (canonical_url, version) canonical_url, version, resource "
-        "from raw.tes_valuesets "
+        "select distinct on (canonical_url, version) canonical_url, version, resource, load_id, "
+        "valueset_id from raw.tes_valuesets "
         "order by canonical_url, version, last_seen_load_id desc, valueset_id desc"
     ).fetchall()
     rs: dict[tuple[str, str], tuple[str | None, set[tuple[str, str]]]] = {}
+    context: dict[tuple[str, str], set[tuple[str, str]]] = {}
     conditions: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for url, version, resource in rows:
+    # per code, the display of the most recently loaded grouper giving one (then the highest
+    # valueset_id; one ValueSet gives a code one display, its first bytewise)
+    ranked: dict[tuple[str, str], tuple[int, int, str]] = {}
+    for url, version, resource, load_id, valueset_id in rows:
         category = classify.classify(resource)
+        if category in (
+            classify.REPORTING_SPEC_GROUPER,
+            classify.CONDITION_GROUPER,
+            classify.ADDITIONAL_CONTEXT_GROUPER,
+        ):
+            for code_key, display in _displays(resource, keys).items():
+                rank = (load_id, valueset_id, display)
+                if code_key not in ranked or rank > ranked[code_key]:
+                    ranked[code_key] = rank
+        if category == classify.ADDITIONAL_CONTEXT_GROUPER:
+            context[(url, version)] = _concepts(resource, keys)
         if category == classify.REPORTING_SPEC_GROUPER:
             rs[(url, version)] = (_snomed(resource), _concepts(resource, keys))
         elif category == classify.CONDITION_GROUPER:
@@ -109,15 +178,18 @@ def expected_cache(conn: psycopg.Connection) -> dict[tuple[str, str], CacheRow]:
             if child in rs:
                 codes |= rs[child][1]
                 parents.setdefault(child, []).append(parent)
+            elif include_additional_context and child in context:
+                codes |= context[child]
         condition_codes[parent] = codes
 
     jurisdictions = _jurisdictions()
     winners: dict[tuple[str, str], tuple[Any, int, dict[str, Any]]] = {}
     configurations = conn.execute(
         "select id, jurisdiction_id, child_grouper_url, child_grouper_version, is_active, "
-        "updated_at, loinc_codes, snomed_codes, icd10_codes, rxnorm_codes from raw.configurations"
+        "updated_at, excluded_codes, loinc_codes, snomed_codes, icd10_codes, rxnorm_codes "
+        "from raw.configurations"
     ).fetchall()
-    for config_id, jurisdiction, url, version, active, updated_at, *added in configurations:
+    for config_id, jurisdiction, url, version, active, updated_at, excluded, *added in configurations:
         child = (url, version)
         jurisdiction = jurisdiction.strip()
         if not active or jurisdiction not in jurisdictions or child not in rs:
@@ -126,7 +198,11 @@ def expected_cache(conn: psycopg.Connection) -> dict[tuple[str, str], CacheRow]:
         if snomed is None or not parents.get(child):
             continue
         key = (snomed, jurisdiction)
-        record = {"child": child, "added": dict(zip(ADDED.values(), added, strict=True))}
+        record = {
+            "child": child,
+            "added": dict(zip(ADDED.values(), added, strict=True)),
+            "excluded": _excluded(excluded, keys),
+        }
         if key not in winners or (updated_at, config_id) > winners[key][:2]:
             winners[key] = (updated_at, config_id, record)
 
@@ -138,13 +214,27 @@ def expected_cache(conn: psycopg.Connection) -> dict[tuple[str, str], CacheRow]:
         added: set[tuple[str, str]] = set()
         for system, codes in record["added"].items():
             added |= {(system, code.strip()) for code in codes or [] if code and code.strip()}
+        bare, pairs = record["excluded"]
+        base = {(s, c) for s, c in base if c not in bare and (s, c) not in pairs}
+        added = {(s, c) for s, c in added if c not in bare and (s, c) not in pairs}
         systems = {system for system, _ in base | added}
         by_system = {
             system: _ordered({c for s, c in base if s == system}, {c for s, c in added if s == system})
             for system in systems
         }
         everything = _ordered({c for _, c in base}, {c for _, c in added})
-        expected[key] = CacheRow(config_id, by_system, everything)
+        sets: dict[str, list[dict[str, str]]] = {set_key: [] for set_key in (*SET_KEYS, "other")}
+        for system, code in sorted(base | added, key=lambda pair: (pair[0].encode(), pair[1].encode())):
+            set_key = system if system in SET_KEYS else "other"
+            if system in oids:
+                set_system = oids[system]
+            elif system.startswith("urn:oid:"):
+                set_system = system[len("urn:oid:") :]
+            else:
+                set_system = system
+            display = ranked[(system, code)][2] if (system, code) in ranked else ""
+            sets[set_key].append({"code": code, "display": display, "system": set_system})
+        expected[key] = CacheRow(config_id, by_system, everything, sets)
     return expected
 
 
@@ -152,7 +242,7 @@ def actual_cache(conn: psycopg.Connection, schema: str = "refiner") -> dict[tupl
     """refinement_cache as built, keyed like expected_cache."""
     rows = conn.execute(
         f"select snomed_code, jurisdiction_id, aggregated_codes, codes_by_system, source_details, "
-        f"content_sha256, updated_at from {schema}.refinement_cache"
+        f"content_sha256, updated_at, code_system_sets::text from {schema}.refinement_cache"
     ).fetchall()
     return {
         (snomed, jurisdiction): {
@@ -161,8 +251,10 @@ def actual_cache(conn: psycopg.Connection, schema: str = "refiner") -> dict[tupl
             "source_details": details,
             "content_sha256": sha,
             "updated_at": updated_at,
+            "code_system_sets": json.loads(sets),
+            "code_system_sets_keys": [k for k, _ in json.loads(sets, object_pairs_hook=list)],
         }
-        for snomed, jurisdiction, aggregated, by_system, details, sha, updated_at in rows
+        for snomed, jurisdiction, aggregated, by_system, details, sha, updated_at, sets in rows
     }
 
 
@@ -178,6 +270,10 @@ def differences(
             problems.append(f"{key}: codes_by_system differs")
         if list(got["aggregated_codes"]) != want.aggregated_codes:
             problems.append(f"{key}: aggregated_codes differs")
+        if got["code_system_sets"] != want.code_system_sets:
+            problems.append(f"{key}: code_system_sets differs")
+        if got["code_system_sets_keys"] != [*SET_KEYS, "other"]:
+            problems.append(f"{key}: code_system_sets keys {got['code_system_sets_keys']}")
         if int(got["source_details"]["configuration_id"]) != want.configuration_id:
             problems.append(
                 f"{key}: configuration {got['source_details']['configuration_id']} "

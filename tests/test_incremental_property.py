@@ -2,9 +2,11 @@
 recomputation from scratch, and rows whose content did not change keep their updated_at.
 
 Changes: configurations added (sometimes onto an existing key: tie-breaking), edited,
-deactivated, re-activated, deleted; RS groupers re-published with other codes. After each
-step: `dbt run --select +refinement_cache` (incremental), then compare with the Python oracle;
-at the end of every example a --full-refresh build must give the same rows.
+deactivated, re-activated, deleted, given code exclusions (bare, `key|code`, `url|code`; of codes
+their grouper lists or they add); RS groupers re-published with other codes; the dbt var
+include_additional_context_codes switched. After each step: `dbt run --select +refinement_cache`
+(incremental, with that step's var), then compare with the Python oracle (code_system_sets
+included); at the end of every example a --full-refresh build must give the same rows.
 """
 
 from __future__ import annotations
@@ -39,12 +41,29 @@ operation = st.one_of(
     st.tuples(st.just("delete"), st.integers(0, 10_000)),
     st.tuples(st.just("add"), st.integers(0, 10_000), st.integers(-1, 1), CODES),
     st.tuples(st.just("republish"), st.integers(0, 10_000), st.integers(0, 3)),
+    st.tuples(st.just("exclude"), st.integers(0, 10_000), st.integers(0, 2), st.integers(0, 50), CODES),
 )
+SHORT_KEYS = {
+    "http://loinc.org": "loinc",
+    "http://snomed.info/sct": "snomed",
+    "http://hl7.org/fhir/sid/icd-10-cm": "icd10",
+}
+# the var the table was last built with (the module's database outlives each example)
+STATE = {"include_additional_context": False}
 
 
-def run_cache(settings: DatabaseSettings, *extra: str) -> None:
-    outcome = dbt.run(["run", "--select", "+refinement_cache", *extra], settings)
+def run_cache(
+    settings: DatabaseSettings, *extra: str, include_additional_context: bool | None = None
+) -> None:
+    flag = (
+        STATE["include_additional_context"]
+        if include_additional_context is None
+        else include_additional_context
+    )
+    var = "{include_additional_context_codes: %s}" % ("true" if flag else "false")
+    outcome = dbt.run(["run", "--select", "+refinement_cache", "--vars", var, *extra], settings)
     assert outcome.exit_code == 0
+    STATE["include_additional_context"] = flag
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +77,7 @@ def prepared(
     load_configurations(summary.configurations_file, db)
     outcome = dbt.run(["seed"], db)
     assert outcome.exit_code == 0
-    run_cache(db)
+    run_cache(db, include_additional_context=False)
     try:
         yield db
     finally:
@@ -98,6 +117,32 @@ def apply(conn: psycopg.Connection, op: tuple) -> None:
                 "values (%s, %s, %s, %s, %s, true, %s, %s)",
                 (new_id, jurisdiction, url, version, op[3], updated_at + timedelta(hours=op[2]), load_id),
             )
+    elif kind == "exclude" and ids:
+        # one code the configuration's RS grouper lists, in the form op[2] picks (bare, short
+        # key, system URL), and the codes of op[4] as bare exclusions (some are added codes:
+        # an exclusion beats an addition)
+        target = ids[op[1] % len(ids)]
+        resource = conn.execute(
+            "select v.resource from raw.configurations as c join raw.tes_valuesets as v "
+            "on v.canonical_url = c.child_grouper_url and v.version = c.child_grouper_version "
+            "where c.id = %s order by v.last_seen_load_id desc limit 1",
+            (target,),
+        ).fetchone()
+        entries = list(op[4])
+        listed = [
+            (include.get("system"), concept["code"])
+            for include in ((resource[0] if resource else {}).get("compose") or {}).get("include") or []
+            for concept in include.get("concept") or []
+            if include.get("system") in SHORT_KEYS
+        ]
+        if listed:
+            system, code = listed[op[3] % len(listed)]
+            entries.append([code, f"{SHORT_KEYS[system]}|{code}", f"{system}|{code}"][op[2]])
+        conn.execute(
+            "update raw.configurations set excluded_codes = %s, "
+            "updated_at = updated_at + interval '1 hour' where id = %s",
+            (entries, target),
+        )
     elif kind == "republish":
         rows = conn.execute(
             "select distinct on (canonical_url, version) resource from raw.tes_valuesets "
@@ -134,22 +179,33 @@ def apply(conn: psycopg.Connection, op: tuple) -> None:
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=st.lists(st.lists(operation, min_size=1, max_size=4), min_size=1, max_size=2))
-def test_incremental_equals_recomputation(prepared: DatabaseSettings, steps: list[list[tuple]]) -> None:
-    for step in steps:
+@given(
+    steps=st.lists(
+        st.tuples(st.lists(operation, min_size=0, max_size=4), st.booleans()), min_size=1, max_size=2
+    )
+)
+def test_incremental_equals_recomputation(
+    prepared: DatabaseSettings, steps: list[tuple[list[tuple], bool]]
+) -> None:
+    for step, include_additional_context in steps:
         with psycopg.connect(prepared.conninfo()) as conn:
             before_rows = actual_cache(conn)
-            before_expected = expected_cache(conn)
+            before_expected = expected_cache(
+                conn, include_additional_context=STATE["include_additional_context"]
+            )
             for op in step:
                 apply(conn, op)
             conn.commit()
-        run_cache(prepared)
+        run_cache(prepared, include_additional_context=include_additional_context)
         with psycopg.connect(prepared.conninfo()) as conn:
-            expected = expected_cache(conn)
+            expected = expected_cache(conn, include_additional_context=include_additional_context)
             after_rows = actual_cache(conn)
         assert differences(expected, after_rows) == []
         for key in after_rows.keys() & before_rows.keys():
-            same = before_expected[key].codes_by_system == expected[key].codes_by_system
+            same = (
+                before_expected[key].codes_by_system == expected[key].codes_by_system
+                and before_expected[key].code_system_sets == expected[key].code_system_sets
+            )
             if same:
                 assert after_rows[key]["updated_at"] == before_rows[key]["updated_at"], key
             else:
