@@ -538,16 +538,18 @@ def test_covid_rs_groupers_make_one_payload(exported: Exported) -> None:
             "tes_version": "3.0.0",
         }
     )
-    # the union of both RS groupers' codes, one entry per code per key, each under its key
-    expected: dict[str, set[tuple[str, str]]] = {key: set() for key in KEYS}
+    # the union of both RS groupers' codes, one entry per code per key, each under its key with
+    # the display TES publishes for it
+    expected: dict[str, set[tuple[str, str, str]]] = {key: set() for key in KEYS}
     for snomed in ("840539006", "186747009"):
-        for system, code, _display in RS_CODES[snomed]:
+        for system, code, display in RS_CODES[snomed]:
             if system in URL_KEYS:
-                expected[URL_KEYS[system]].add((code, KEY_OIDS[URL_KEYS[system]]))
+                expected[URL_KEYS[system]].add((code, display, KEY_OIDS[URL_KEYS[system]]))
             else:
-                expected["other"].add((code, OTHER_SYSTEMS[system]))
+                expected["other"].add((code, display, OTHER_SYSTEMS[system]))
     got = {
-        key: {(entry["code"], entry["system"]) for entry in active["code_system_sets"][key]} for key in KEYS
+        key: {(entry["code"], entry["display"], entry["system"]) for entry in active["code_system_sets"][key]}
+        for key in KEYS
     }
     assert got == expected
     assert len(active["code_system_sets"]["loinc"]) == 3 and len(active["code_system_sets"]["snomed"]) == 3
