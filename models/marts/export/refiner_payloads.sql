@@ -47,13 +47,13 @@ member_codes as (
     select
         payload_members.jurisdiction_id,
         payload_members.condition_grouper_url,
-        sets.set_key,
-        entries.entry ->> 'code' as code,
-        coalesce(entries.entry ->> 'display', '') as display,
-        entries.entry ->> 'system' as code_system
+        key_sets.set_key,
+        entries.code_entry ->> 'code' as code,
+        coalesce(entries.code_entry ->> 'display', '') as display,
+        entries.code_entry ->> 'system' as code_system
     from payload_members
-    cross join lateral jsonb_each(payload_members.code_system_sets) as sets (set_key, set_entries)
-    cross join lateral jsonb_array_elements(sets.set_entries) as entries (entry)
+    cross join lateral jsonb_each(payload_members.code_system_sets) as key_sets (set_key, set_entries)
+    cross join lateral jsonb_array_elements(key_sets.set_entries) as entries (code_entry)
 
 ),
 
