@@ -340,6 +340,8 @@ KEY_FIGURES = (
 
 
 def _cell(evaluated: Evaluated) -> str:
+    if evaluated.status == "—":
+        return evaluated.measured
     return f"{evaluated.measured} — {VERDICT[evaluated.status]}"
 
 
