@@ -25,7 +25,7 @@ import pytest
 
 from loaders.land.reader import content_sha256
 from loaders.tes import files
-from refinery import cli, connection, embedded, synthetic
+from refinery import cli, connection, dbinit, embedded, synthetic
 from refinery.connection import DatabaseSettings
 from refinery.testing.fake_tes import FakeTES, Fault
 from tests.conftest import free_port
@@ -281,7 +281,7 @@ def test_configurations_load_terminated_mid_transaction_keeps_the_old_snapshot(
         # hold the table so the load stops right after its raw.loads row, mid-transaction
         blocker.execute("lock table raw.configurations in share mode")
         process = start_refinery(["load", "configurations", str(changed)], fresh_database)
-        pid = _wait_for(fresh_database, "delete from raw.configurations%", process)
+        pid = _wait_for(fresh_database, "%delete from raw.configurations%", process)
         assert pid is not None
         query(fresh_database, "select pg_terminate_backend(%s)", (pid,))
         _, stderr = process.communicate(timeout=60)
@@ -311,6 +311,7 @@ def throwaway_server() -> Iterator[DatabaseSettings]:
         assert state.port is not None
         settings = connection.embedded_settings(state.port)
         connection.ensure_database(settings)
+        dbinit.init(settings)
         yield settings
     finally:
         embedded.down()
