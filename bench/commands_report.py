@@ -183,6 +183,18 @@ def _environment(result: dict[str, Any]) -> str:
     )
 
 
+# `refinery sync`'s steps in the order it runs them (the stored JSON's keys are sorted)
+SYNC_STEPS = ("lock", "fetch", "load_tes", "load_configurations", "build", "export", "sync")
+
+
+def _steps(statuses: dict[str, str] | None) -> str:
+    """Step statuses in sync's order, the same whether fresh or read back from the JSON."""
+    if not statuses:
+        return "?"
+    order = [step for step in SYNC_STEPS if step in statuses] + sorted(set(statuses) - set(SYNC_STEPS))
+    return ", ".join(f"{step} {statuses[step]}" for step in order)
+
+
 def _count(models: Sequence[str] | None) -> str:
     return "?" if models is None else str(len(models))
 
@@ -197,7 +209,7 @@ def _checks(result: dict[str, Any]) -> str:
             f"{_count(check.get('new_release_models'))}, "
             f"edit visible in the cache {check.get('edit_visible')}, "
             f"new release rows loaded {check.get('new_release_loaded')}, "
-            f"no-op steps {check.get('noop_steps')}, "
+            f"no-op steps {_steps(check.get('noop_steps'))}, "
             f"trigger cache rows rows/copy {check.get('trigger_rows_cache_keys')}/"
             f"{check.get('trigger_copy_cache_keys')}"
         )
