@@ -18,7 +18,7 @@ concepts as (
         system_url,
         code,
         display
-    from {{ ref('stg_tes__concepts') }}
+    from {{ ref('int_valueset_concepts') }}
 
 ),
 

@@ -20,7 +20,7 @@ references_listed as (
         reference_text,
         child_grouper_url,
         child_grouper_version
-    from {{ ref('stg_tes__references') }}
+    from {{ ref('int_valueset_references') }}
     where parent_grouper_type = 'condition_grouper'
 
 ),
