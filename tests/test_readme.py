@@ -28,7 +28,6 @@ PENDING_PAGES = frozenset(
     {
         "docs/codes.md",
         "docs/export.md",
-        "docs/dbt-quality.md",
     }
 )
 
