@@ -268,6 +268,31 @@ def _step_status(run: Timed) -> dict[str, str]:
     return {name: str(record.get("status")) for name, record in run.steps.items()}
 
 
+def _build_plan(run: Timed) -> str | None:
+    """The plan sync's build step chose (refinery/build_plan.py: nothing, configurations, all)."""
+    plan = (run.steps.get("build") or {}).get("plan")
+    return None if plan is None else str(plan)
+
+
+def _models_run(target: Path) -> list[str]:
+    """The models the last dbt invocation ran (run_results.json in `target`; none when dbt did
+    not start: the caller removes the file before the timed command)."""
+    path = target / "run_results.json"
+    if not path.exists():
+        return []
+    results = json.loads(path.read_text(encoding="utf-8")).get("results", [])
+    return sorted(
+        str(item["unique_id"]) for item in results if str(item.get("unique_id", "")).startswith("model.")
+    )
+
+
+def _timed_sync(args: Sequence[str], env: dict[str, str], folder: Path) -> tuple[Timed, list[str]]:
+    """One timed `refinery sync` and the models its build ran."""
+    (folder / "target" / "run_results.json").unlink(missing_ok=True)
+    run = timed(args, env, folder)
+    return run, _models_run(folder / "target")
+
+
 def trigger_seed(
     feed: str, server: Server, dataset: Dataset, seed_csv: Path, name: str, keep: bool
 ) -> tuple[float, dict[str, Any]]:
@@ -329,6 +354,9 @@ def run_once(
     with database(server, name, keep) as settings:
         env = server.env(base_env, name)
         log(f"run {index + 1} on {server.name}: database {name}")
+        # 0. the one-time setup of the database, by its owner (timed, not part of the first load:
+        # on the embedded default the first command would do it; here both servers do it alike)
+        m["cmd.db_init_s"] = timed(["db", "init"], env, folder).wall_s
         # 1. first load + build
         load_tes = timed(["load", "tes", str(tes_dir)], env, folder)
         load_cfg = timed(["load", "configurations", str(snapshot)], env, folder)
@@ -346,9 +374,11 @@ def run_once(
         sync = ["sync", "--tes-dir", str(tes_dir), "--configurations", str(snapshot)]
 
         # 2. nothing changed
-        noop = timed(sync, env, folder)
+        noop, noop_models = _timed_sync(sync, env, folder)
         _record_sync(m, "noop", noop)
         checks["noop_steps"] = _step_status(noop)
+        checks["noop_plan"] = _build_plan(noop)
+        checks["noop_models"] = noop_models
 
         # 3. one configuration edited in the snapshot the job reads
         configurations = data.load_configurations(snapshot)
@@ -357,9 +387,11 @@ def run_once(
             configurations, _editable(configurations, known), 1, seed=index, stamp=datetime.now(UTC)
         )
         data.write_json(snapshot, edited_snapshot)
-        edit = timed(sync, env, folder)
+        edit, edit_models = _timed_sync(sync, env, folder)
         _record_sync(m, "edit_one", edit)
         checks["edit_one_steps"] = _step_status(edit)
+        checks["edit_one_plan"] = _build_plan(edit)
+        checks["edit_one_models"] = edit_models
         checks["edit_visible"] = _code_in_cache(
             settings, str(edited[0]["jurisdiction_id"]), str(edited[0]["loinc_codes"][-1])
         )
@@ -368,9 +400,11 @@ def run_once(
         if dataset.next_fetch_dir is None:
             raise project.BenchError("the dataset has no next fetch (regenerate it)")
         _replace_folder(dataset.next_fetch_dir, tes_dir)
-        release = timed(sync, env, folder)
+        release, release_models = _timed_sync(sync, env, folder)
         _record_sync(m, "new_release", release)
         checks["new_release_steps"] = _step_status(release)
+        checks["new_release_plan"] = _build_plan(release)
+        checks["new_release_models"] = release_models
         checks["new_release_loaded"] = int((release.steps.get("load_tes") or {}).get("inserted") or 0)
         log(
             f"  sync: nothing changed {m['cmd.noop_s']:.2f}s, one configuration edited "

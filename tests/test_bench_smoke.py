@@ -147,6 +147,48 @@ def test_command_targets_take_the_median_of_same_run_ratios_per_scale() -> None:
     assert {e.status for e in commands_report.growth([production], "postgres")} == {"—"}
 
 
+def test_targets_table_marks_each_target_met_or_missed_per_scale_and_server() -> None:
+    environment = {"postgres": "15.20", "cpus": 2, "dbt": "1.11", "git_commit": None, "finished_at": "t"}
+
+    def result(scale: str, server: str, runs: list[dict[str, float]]) -> dict[str, object]:
+        return {
+            "scale": scale,
+            "server": server,
+            "runs": len(runs),
+            "per_run": runs,
+            "median": commands.medians(runs),
+            "environment": environment,
+            "elapsed_s": 1.0,
+        }
+
+    results = [
+        result("production", "postgres", [_command_run(20.0, 1.0, 6.0, 8.0, 10.0)]),
+        result("large", "postgres", [_command_run(60.0, 3.0, 5.0, 20.0, 100.0)]),
+        result("production", "embedded", [_command_run(20.0, 4.0, 4.0, 8.0, 10.0)]),
+    ]
+    table = commands_report.targets_table(results)
+    noop, edit = commands_report.TARGETS[0].name, commands_report.TARGETS[1].name
+    assert f"| production | {noop} | <= 0.1x | 0.050x — met | 0.20x — missed |" in table
+    assert f"| production | {edit} | <= 0.25x | 0.30x — missed | 0.20x — met |" in table
+    assert f"| large | {edit} | <= 0.1x | 0.083x — met | not measured |" in table
+    growth_noop = commands_report.GROWTH[0][0]
+    # postgres: 3.0 s / 1.0 s; embedded has no large run
+    assert f"| large / production | {growth_noop} | <= 1.5x | 3.00x (3.00 s / 1.00 s) — missed |" in table
+    assert "| needs production and large |" in table
+    # columns by scale, then server
+    assert "| figure | production, postgres | production, embedded | large, postgres |" in table
+    assert "| first load + build | 20.00 s | 20.00 s | 60.00 s |" in table
+
+
+def test_the_bench_builds_what_a_full_refinery_build_runs() -> None:
+    """The per-node suite's `dbt build` is the planned full build's, written-rows check excluded."""
+    from refinery import build_plan
+
+    plan = build_plan.Plan(build_plan.ALL, "test", build_plan.Inputs("t", "c", "p"), None)
+    assert plan.dbt_args == project.BUILD_ARGS
+    assert f"tag:{build_plan.WRITTEN_ROWS_TAG}" in project.BUILD_ARGS
+
+
 def test_focus_snomed_comes_from_use_context_not_the_resource_id() -> None:
     valueset = {
         "resourceType": "ValueSet",
@@ -381,10 +423,20 @@ def test_tiny_command_run_reports_every_figure_with_ratios_from_its_measurements
     )
     for name, (numerator, denominator) in commands.RATIOS.items():
         assert run[name] == pytest.approx(run[numerator] / run[denominator]), name
+    assert run["cmd.db_init_s"] > 0
     checks = result["checks"][0]
-    assert checks["noop_steps"]["load_tes"] == "unchanged"
+    # nothing changed: the TES files are skipped by their sha256, the planned build starts no dbt
+    assert checks["noop_steps"]["load_tes"] == "unchanged" and checks["noop_steps"]["build"] == "skipped"
+    assert checks["noop_plan"] == "nothing" and checks["noop_models"] == []
+    # one configuration edited: the configuration path only, no TES model, and the edit is served
+    assert checks["edit_one_steps"]["load_tes"] == "unchanged" and checks["edit_one_plan"] == "configurations"
+    assert "model.refinery.refinement_cache" in checks["edit_one_models"]
+    assert not [m for m in checks["edit_one_models"] if ".stg_tes__" in m or ".tes_" in m]
     assert checks["edit_visible"] is True
+    # a new release: loaded and built along the TES path
     assert checks["new_release_steps"]["load_tes"] == "ok" and checks["new_release_loaded"] > 0
+    assert checks["new_release_plan"] == "all"
+    assert "model.refinery.stg_tes__valuesets" in checks["new_release_models"]
     assert checks["trigger_rows_cache_keys"] == checks["trigger_copy_cache_keys"] > 0
 
     table = (out / "tiny-postgres.md").read_text()
@@ -395,9 +447,26 @@ def test_tiny_command_run_reports_every_figure_with_ratios_from_its_measurements
         ratio = commands_report.ratio_text(run[target.ratio])
         assert f"| {target.name} | {target.goal_text('tiny')} | {ratio} | n/a |" in table
         assert f"| {target.name} | {target.goal_text('tiny')} | {ratio} | n/a |" in readme
-    assert "postgres (PostgreSQL 15" in readme
+    assert "postgres (PostgreSQL 15" in readme and "[commands.md](commands.md)" in readme
+    assert "build plans no-op/edit/release nothing/configurations/all" in table
+    assert (
+        "no-op steps lock ok, fetch skipped, load_tes unchanged, load_configurations ok, build skipped"
+        in table
+    )
+    targets = (out / "commands.md").read_text()
+    # every target at both target scales and the growth rows, on both servers' columns
+    for target in commands_report.TARGETS:
+        for scale in commands_report.TARGET_SCALES:
+            assert (
+                f"| {scale} | {target.name} | {target.goal_text(scale)} | not measured | not measured |"
+                in (targets)
+            )
+    for name, _, goal in commands_report.GROWTH:
+        assert f"| large / production | {name} | <= {goal:g}x | needs production and large |" in targets
+    assert f"| first load + build | {commands_report.seconds(run['cmd.first_s'])} |" in targets
 
     (out / "README.md").unlink()
+    (out / "commands.md").unlink()
     (out / "tiny-postgres.md").unlink()
     again = subprocess.run(
         [sys.executable, "-m", "bench", "--report-only", "--out", str(out)],
@@ -410,4 +479,5 @@ def test_tiny_command_run_reports_every_figure_with_ratios_from_its_measurements
     )
     assert again.returncode == 0, again.stderr
     assert (out / "README.md").read_text() == readme
+    assert (out / "commands.md").read_text() == targets
     assert (out / "tiny-postgres.md").read_text() == table
