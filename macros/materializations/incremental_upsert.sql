@@ -32,16 +32,18 @@
     rows must be a function of their partition's inputs alone. When the side table is
     missing, it is seeded with every partition the table holds, so that the next build diffs
     them all. This trusts that only this materialization writes the table, as the diff itself
-    does: put right a table written by hand with --full-refresh. Without the option, side
-    tables left from earlier builds are dropped (a stale fingerprint must never shut the gate
-    later); so is the one-row <identifier>__synced_inputs of earlier versions.
+    does: put right a table written by hand with --full-refresh. Without the option, a side
+    table left from a build that had it is dropped (a stale fingerprint must never shut the
+    gate later).
 
     Config: unique_key (list, required), preserve_unless_changed (dict, optional),
     delete_if_null (column name, optional), inputs_fingerprint (dict, optional),
     storage_parameters (dict, optional: `with (...)` of the created table), column_storage
     (dict, optional: column -> plain|main|external|extended) and column_collations (dict,
     optional: column -> collation, the column keeping its contract data_type), all set before
-    rows are written. The
+    rows are written. The wide columns (jsonb, json and arrays that column_storage does not
+    name) are compressed with lz4 where the server has it and stored external (uncompressed)
+    where it does not (macro incremental_upsert_wide_columns). The
     inserted columns are the contract's (the model's YAML columns): a change of columns needs
     --full-refresh (see the check above). Grants
     are (re)applied when the table is built; change them with --full-refresh.
@@ -56,8 +58,6 @@
     {%- set grant_config = config.get('grants') -%}
     {%- set inputs_spec = incremental_upsert_inputs_spec() -%}
     {%- set synced_inputs = incremental_upsert_synced_inputs_relation(target_relation) -%}
-    {%- set legacy_synced_inputs = target_relation.incorporate(
-        path={'identifier': target_relation.identifier ~ '__synced_inputs'}) -%}
     {%- set rebuild = existing_relation is none
         or existing_relation.type != 'table'
         or should_full_refresh() -%}
@@ -85,7 +85,6 @@
         {% endif %}
         {{ adapter.rename_relation(intermediate_relation, target_relation) }}
 
-        {{ drop_relation_if_exists(load_cached_relation(legacy_synced_inputs)) }}
         {%- if inputs_spec %}
         {% call statement('record_inputs') -%}
             {{ incremental_upsert_record_inputs_sql(synced_inputs, inputs_spec) }}
@@ -118,9 +117,6 @@
         {%- set has_synced_inputs = load_cached_relation(synced_inputs) is not none -%}
         {% call statement('main') -%}
             {{ incremental_upsert_check_columns_sql(target_relation, columns) }}
-            {%- if load_cached_relation(legacy_synced_inputs) is not none %}
-            drop table if exists {{ legacy_synced_inputs }};
-            {%- endif %}
             {%- if inputs_spec and not has_synced_inputs %}
             {#- no record of what the table was written from: every partition it holds is diffed -#}
             {{ incremental_upsert_create_synced_inputs_sql(synced_inputs) }}
@@ -218,7 +214,8 @@
 
 {#-
     dbt-postgres' create_table_as (contract DDL when enforced, then insert), plus the table's
-    storage parameters, column storage modes and collations, set before rows are written.
+    storage parameters, column storage modes and collations, and the wide columns' TOAST
+    compression, set before rows are written.
 -#}
 {% macro incremental_upsert_create_sql(relation, sql) -%}
     {%- set parameters = config.get('storage_parameters', {}) -%}
@@ -241,6 +238,12 @@
     {%- for column, collation in config.get('column_collations', {}).items() %}
     alter table {{ relation }} alter column {{ adapter.quote(column) }}
         type {{ model['columns'][column]['data_type'] }} collate {{ adapter.quote(collation) }};
+    {%- endfor %}
+    {#- after the collations: a change of type resets a column's storage mode -#}
+    {%- set lz4 = incremental_upsert_server_has_lz4() %}
+    {%- for column in incremental_upsert_wide_columns() %}
+    alter table {{ relation }} alter column {{ adapter.quote(column) }}
+        {{ 'set compression lz4' if lz4 else 'set storage external' }};
     {%- endfor %}
     insert into {{ relation }} ({{ adapter.dispatch('get_column_names', 'dbt')() }})
     {{ get_select_subquery(sql) }};
@@ -373,4 +376,40 @@
         ({{ spec['partition_by'] }})::text as partition_key,
         ({{ spec['column'] }})::text as inputs_fingerprint
     from {{ ref(spec['ref']) }}
+{%- endmacro %}
+
+
+{#-
+    Wide columns: the contract's jsonb, json and array columns that column_storage does not
+    name. Their values (a cache row's code arrays: a few kB) are TOASTed, and how they are
+    compressed was most of the cost of writing them:
+    - lz4 where the server has it (`set compression lz4`, whatever default_toast_compression
+      the session has);
+    - where it does not (the embedded default, the PostgreSQL 18 wheel, is built without lz4),
+      `storage external`: out of line, uncompressed. pglz, the only other method, took the
+      refinement_cache node 1.6x the time it takes with lz4; the table grows instead
+      (bench/results/storage.md, docs/scaling.md#toast-storage).
+-#}
+{% macro incremental_upsert_wide_columns() -%}
+    {%- set named = config.get('column_storage', {}) -%}
+    {%- set wide = [] -%}
+    {%- for name, column in model['columns'].items() -%}
+        {%- set data_type = (column.get('data_type') or '') | lower | trim -%}
+        {%- if name not in named and (data_type in ('jsonb', 'json') or data_type.endswith(']')) -%}
+            {%- do wide.append(name) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(wide) }}
+{%- endmacro %}
+
+
+{#- Whether the server can compress TOASTed values with lz4 (PostgreSQL 14+ built with lz4). -#}
+{% macro incremental_upsert_server_has_lz4() -%}
+    {%- if not execute -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set found = run_query(
+        "select count(*) from pg_catalog.pg_settings"
+        " where name = 'default_toast_compression' and 'lz4' = any(enumvals)") -%}
+    {{ return(found.columns[0].values()[0] > 0) }}
 {%- endmacro %}
