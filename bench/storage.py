@@ -1,13 +1,11 @@
 """`python -m bench.storage`: how the cache's TOAST storage weighs on a first `refinery build`.
 
-The materialization stores refinement_cache's wide columns (code arrays, jsonb) compressed with
-lz4 where the server has it and external (uncompressed) where it does not
-(macros/materializations/incremental_upsert.sql). This times a first `refinery build` (the
-command, interpreter start included) and its refinement_cache node, on one server, for two
-project folders (the variant measured and a baseline, e.g. a checkout without the storage
-choice), runs interleaved, each in a fresh copy of one loaded database; it prints one JSON line
-per run and, at the end, the medians and the cache's size per variant.
-"""
+Times a first `refinery build` (the command, interpreter start included) and its
+refinement_cache node on one server for two or more project folders (e.g. the project as it is
+and a copy whose incremental_upsert stores the wide columns `external` where the server lacks
+lz4), runs interleaved, each in a fresh copy of one loaded database; prints one JSON line per
+run (with the cache's size and its columns' storage and compression) and then the medians per
+variant. Results: bench/results/storage.md."""
 
 from __future__ import annotations
 

@@ -274,38 +274,6 @@ def test_cache_schema_drift_stops_the_build_with_the_command_to_run(built: Datab
         assert differences(expected_cache(conn), actual_cache(conn)) == []
 
 
-def test_the_cache_stores_its_wide_columns_for_the_server(built: DatabaseSettings) -> None:
-    """incremental_upsert: the contract's jsonb and array columns of refinement_cache are
-    compressed with lz4 where the server has it, else stored external (uncompressed, out of line;
-    pglz is slow); the columns column_storage names keep their mode (plain), as do scalar ones."""
-    with psycopg.connect(built.conninfo()) as conn:
-        lz4 = conn.execute(
-            "select 'lz4' = any(enumvals) from pg_settings where name = 'default_toast_compression'"
-        ).fetchone()
-        columns = {
-            name: (data_type, storage, compression)
-            for name, data_type, storage, compression in conn.execute(
-                "select attname, format_type(atttypid, atttypmod), attstorage::text,"
-                " attcompression::text from pg_attribute"
-                " where attrelid = 'refiner.refinement_cache'::regclass and attnum > 0 and not attisdropped"
-            )
-        }
-    wide = {
-        name
-        for name, (data_type, _, _) in columns.items()
-        if data_type == "jsonb" or data_type.endswith("[]")
-    }
-    assert wide == {"aggregated_codes", "codes_by_system", "code_system_sets", "source_details"}
-    for name, (_, storage, compression) in columns.items():
-        if name not in wide:
-            assert compression == "", name
-        elif lz4 and lz4[0]:
-            assert (storage, compression) == ("x", "l"), name
-        else:
-            assert (storage, compression) == ("e", ""), name
-    assert {columns[name][1] for name in ("snomed_code", "jurisdiction_id", "source_sha256")} == {"p"}
-
-
 SYNCED = "refiner.refinement_cache__synced_partitions"
 FINGERPRINTS = "refiner_intermediate.int_cache_inputs_fingerprinted"
 

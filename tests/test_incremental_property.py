@@ -106,7 +106,9 @@ def prepared(
 
 
 def apply(conn: psycopg.Connection, op: tuple) -> str | None:
-    """Apply one change to the raw tables: "tes" when it landed TES content not stored before."""
+    """Apply one change to the raw tables: "tes" when it landed TES content not stored before,
+    "configurations" when it wrote a configuration row, else None. (A step's edits may cancel
+    out: whether its configurations changed is judged on the rows themselves.)"""
     ids = [row[0] for row in conn.execute("select id from raw.configurations order by id")]
     kind = op[0]
     if kind in ("edit", "deactivate", "activate", "delete"):

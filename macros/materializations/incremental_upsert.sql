@@ -41,9 +41,8 @@
     storage_parameters (dict, optional: `with (...)` of the created table), column_storage
     (dict, optional: column -> plain|main|external|extended) and column_collations (dict,
     optional: column -> collation, the column keeping its contract data_type), all set before
-    rows are written. The wide columns (jsonb, json and arrays that column_storage does not
-    name) are compressed with lz4 where the server has it and stored external (uncompressed)
-    where it does not (macro incremental_upsert_wide_columns). The
+    rows are written (TOAST compression: the tune_session pre-hook picks lz4 where the server
+    has it; `storage external` where it lacks lz4 was measured and not kept, docs/scaling.md). The
     inserted columns are the contract's (the model's YAML columns): a change of columns needs
     --full-refresh (see the check above). Grants
     are (re)applied when the table is built; change them with --full-refresh.
@@ -214,8 +213,7 @@
 
 {#-
     dbt-postgres' create_table_as (contract DDL when enforced, then insert), plus the table's
-    storage parameters, column storage modes and collations, and the wide columns' TOAST
-    compression, set before rows are written.
+    storage parameters, column storage modes and collations, set before rows are written.
 -#}
 {% macro incremental_upsert_create_sql(relation, sql) -%}
     {%- set parameters = config.get('storage_parameters', {}) -%}
@@ -238,12 +236,6 @@
     {%- for column, collation in config.get('column_collations', {}).items() %}
     alter table {{ relation }} alter column {{ adapter.quote(column) }}
         type {{ model['columns'][column]['data_type'] }} collate {{ adapter.quote(collation) }};
-    {%- endfor %}
-    {#- after the collations: a change of type resets a column's storage mode -#}
-    {%- set lz4 = incremental_upsert_server_has_lz4() %}
-    {%- for column in incremental_upsert_wide_columns() %}
-    alter table {{ relation }} alter column {{ adapter.quote(column) }}
-        {{ 'set compression lz4' if lz4 else 'set storage external' }};
     {%- endfor %}
     insert into {{ relation }} ({{ adapter.dispatch('get_column_names', 'dbt')() }})
     {{ get_select_subquery(sql) }};
@@ -376,40 +368,4 @@
         ({{ spec['partition_by'] }})::text as partition_key,
         ({{ spec['column'] }})::text as inputs_fingerprint
     from {{ ref(spec['ref']) }}
-{%- endmacro %}
-
-
-{#-
-    Wide columns: the contract's jsonb, json and array columns that column_storage does not
-    name. Their values (a cache row's code arrays: a few kB) are TOASTed, and how they are
-    compressed was most of the cost of writing them:
-    - lz4 where the server has it (`set compression lz4`, whatever default_toast_compression
-      the session has);
-    - where it does not (the embedded default, the PostgreSQL 18 wheel, is built without lz4),
-      `storage external`: out of line, uncompressed. pglz, the only other method, took the
-      refinement_cache node 1.6x the time it takes with lz4; the table grows instead
-      (bench/results/storage.md, docs/scaling.md#toast-storage).
--#}
-{% macro incremental_upsert_wide_columns() -%}
-    {%- set named = config.get('column_storage', {}) -%}
-    {%- set wide = [] -%}
-    {%- for name, column in model['columns'].items() -%}
-        {%- set data_type = (column.get('data_type') or '') | lower | trim -%}
-        {%- if name not in named and (data_type in ('jsonb', 'json') or data_type.endswith(']')) -%}
-            {%- do wide.append(name) -%}
-        {%- endif -%}
-    {%- endfor -%}
-    {{ return(wide) }}
-{%- endmacro %}
-
-
-{#- Whether the server can compress TOASTed values with lz4 (PostgreSQL 14+ built with lz4). -#}
-{% macro incremental_upsert_server_has_lz4() -%}
-    {%- if not execute -%}
-        {{ return(false) }}
-    {%- endif -%}
-    {%- set found = run_query(
-        "select count(*) from pg_catalog.pg_settings"
-        " where name = 'default_toast_compression' and 'lz4' = any(enumvals)") -%}
-    {{ return(found.columns[0].values()[0] > 0) }}
 {%- endmacro %}
