@@ -7,6 +7,23 @@
     {{ return(['loinc', 'snomed', 'rxnorm', 'icd10', 'cvx']) }}
 {%- endmacro %}
 
+{#-
+    The code systems a Refiner configuration adds codes for (its loinc_codes, snomed_codes,
+    icd10_codes and rxnorm_codes; loaders/land/schema.sql): the one list the configuration and
+    cache models loop over (`added_<system>_codes`, `extra_<system>_codes`, ...).
+-#}
+{% macro configuration_code_systems() -%}
+    {{ return(['loinc', 'snomed', 'icd10', 'rxnorm']) }}
+{%- endmacro %}
+
+{#- How many added codes a cache row's base lacks, over every configuration_code_systems():
+    the sum of the cardinalities of `<relation>.extra_<system>_codes`. -#}
+{% macro extra_code_count(relation) -%}
+    {%- for system in configuration_code_systems() -%}
+        {{ ' + ' if not loop.first }}cardinality({{ relation }}.extra_{{ system }}_codes)
+    {%- endfor -%}
+{%- endmacro %}
+
 {#- The ValueSet types whose codes a condition grouper takes: its RS groupers, and with the var
     include_additional_context_codes its additional context groupers too. -#}
 {% macro code_child_types() -%}

@@ -16,6 +16,7 @@ Every file is parsed and checked field by field against ../shared/refiner-payloa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import unicodedata
@@ -538,16 +539,18 @@ def test_covid_rs_groupers_make_one_payload(exported: Exported) -> None:
             "tes_version": "3.0.0",
         }
     )
-    # the union of both RS groupers' codes, one entry per code per key, each under its key
-    expected: dict[str, set[tuple[str, str]]] = {key: set() for key in KEYS}
+    # the union of both RS groupers' codes, one entry per code per key, each under its key with
+    # the display TES publishes for it
+    expected: dict[str, set[tuple[str, str, str]]] = {key: set() for key in KEYS}
     for snomed in ("840539006", "186747009"):
-        for system, code, _display in RS_CODES[snomed]:
+        for system, code, display in RS_CODES[snomed]:
             if system in URL_KEYS:
-                expected[URL_KEYS[system]].add((code, KEY_OIDS[URL_KEYS[system]]))
+                expected[URL_KEYS[system]].add((code, display, KEY_OIDS[URL_KEYS[system]]))
             else:
-                expected["other"].add((code, OTHER_SYSTEMS[system]))
+                expected["other"].add((code, display, OTHER_SYSTEMS[system]))
     got = {
-        key: {(entry["code"], entry["system"]) for entry in active["code_system_sets"][key]} for key in KEYS
+        key: {(entry["code"], entry["display"], entry["system"]) for entry in active["code_system_sets"][key]}
+        for key in KEYS
     }
     assert got == expected
     assert len(active["code_system_sets"]["loinc"]) == 3 and len(active["code_system_sets"]["snomed"]) == 3
@@ -729,3 +732,75 @@ def test_sync_exports_after_a_successful_build(
     assert export_step["status"] == "ok" and export_step["payloads"] == 4
     # a fresh folder gets what the reader needs: the current versions (no history folders)
     assert {path: content for path, (content, _m) in tree(out).items()} == current_only(exported.second)
+
+
+def _bad_plan(exported: Exported, **changes: Any) -> export_command.ExportPlan:
+    """The current plan with the first payload's fields replaced."""
+    plan = export_command.read_plan(exported.settings)
+    first = dataclasses.replace(plan.payloads[0], **changes)
+    return export_command.ExportPlan([first, *plan.payloads[1:]], plan.pointers, plan.jurisdictions)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"code_system_sets": {"loinc": [{"code": "1-8", "display": None, "system": "x"}]}},
+            "no string display",
+        ),
+        ({"rsg_codes": ()}, "no RS grouper code"),
+        ({"rsg_codes": ("840539006", "38362002")}, "maps to two condition groupers"),
+    ],
+    ids=["null-display", "no-rs-grouper", "code-in-two-conditions"],
+)
+def test_a_payload_that_breaks_the_format_is_refused_before_any_write(
+    exported: Exported, tmp_path: Path, monkeypatch, capsys, changes: dict[str, Any], message: str
+) -> None:
+    for name, value in env_for(exported.settings).items():
+        monkeypatch.setenv(name, value)
+    plan = _bad_plan(exported, **changes)
+    monkeypatch.setattr(export_command, "read_plan", lambda *_args, **_kwargs: plan)
+    out = tmp_path / "out"
+    assert cli.main(["export", "--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+    assert not out.exists(), "every document is checked before the first file is written"
+
+
+def _version_row(jurisdiction: str, uuid: str) -> tuple[Any, ...]:
+    """A refiner_payload_versions row as read_plan selects it."""
+    return (jurisdiction, COVID_URL, uuid, "3.0.0", "COVID-19", "COVID19", 1, 1, True, ["840539006"], {}, [])
+
+
+def test_folder_names_are_checked() -> None:
+    for jurisdiction, uuid in (("S/D", uuid_of(COVID_URL)), ("SD", "../escape"), ("SD", "Upper-Case")):
+        with pytest.raises(export_command.InvalidInputError, match="cannot be a folder name"):
+            export_command._plan([_version_row(jurisdiction, uuid)], [])
+    with pytest.raises(export_command.InvalidInputError, match="share the folder SD"):
+        export_command._plan(
+            [_version_row("sd", uuid_of(COVID_URL)), _version_row("Sd", uuid_of(COVID_URL))], []
+        )
+    plan = export_command._plan([_version_row("sd", uuid_of(COVID_URL))], [])
+    assert plan.jurisdictions == ["SD"] and plan.payloads[0].jurisdiction == "SD"
+
+
+def test_progress_on_a_terminal_and_one_summary_line_otherwise(
+    exported: Exported, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    for name, value in env_for(exported.settings).items():
+        monkeypatch.setenv(name, value)
+    plain = tmp_path / "plain"
+    assert cli.main(["export", "--out", str(plain)]) == 0  # stderr is not a terminal here
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out.count("\n") == 1 and captured.out.startswith("exported 4 payload(s)")
+    files = len(tree(plain))
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: treat the captured stderr as a terminal
+    shown = tmp_path / "shown"
+    result = export_command.run_export(exported.settings, shown, show_progress=True)
+    err = capsys.readouterr().err
+    assert "exporting" in err and f"{files}/{files}" in err, err
+    assert len(result.written) == files
+    assert {path: content for path, (content, _m) in tree(shown).items()} == {
+        path: content for path, (content, _m) in tree(plain).items()
+    }

@@ -252,7 +252,7 @@ def test_analyst_reads_marts_and_snapshots_and_is_refused_raw_and_internals(pipe
     for refused in (
         "select 1 from raw.loads limit 1",
         "select 1 from raw.tes_valuesets limit 1",
-        "select 1 from refiner_staging.stg_tes__concepts limit 1",
+        "select 1 from refiner_intermediate.int_valueset_concepts limit 1",
         "select 1 from refiner_intermediate.int_valueset_codes_aggregated limit 1",
         "select 1 from refiner.refinement_cache__synced_partitions limit 1",
         "update refiner.tes_release_changes set added_count = 0",
@@ -272,7 +272,7 @@ def test_a_login_of_another_role_cannot_run_the_others_commands(
         assert cli.main(["load", "configurations", str(pipeline.data.configurations_file)]) == 1
         err = capsys.readouterr().err
         point_at(patch, loader)
-        assert cli.main(["build", "--select", "stg_tes__valuesets"]) == 1
+        assert cli.main(["build", "--select", "+stg_tes__valuesets"]) == 1
     assert err.startswith("error:") and err.count("\n") == 1 and "permission denied" in err, err
     owned = _one(
         pipeline.admin,

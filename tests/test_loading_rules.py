@@ -106,7 +106,7 @@ def staged(server: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory) -
             path = folder / f"{dataset.replace(' ', '_')}.json"
             path.write_text(json.dumps(resources))
             load_tes([path], settings)
-            outcome = dbt.run(["run", "--select", "stg_tes__valuesets"], settings)
+            outcome = dbt.run(["run", "--select", "+stg_tes__valuesets"], settings)
             assert outcome.exit_code == 0
             with psycopg.connect(settings.conninfo()) as conn:
                 (schema,) = conn.execute(

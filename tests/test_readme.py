@@ -27,8 +27,6 @@ TEST_COMMAND = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e 
 PENDING_PAGES = frozenset(
     {
         "docs/codes.md",
-        "docs/export.md",
-        "docs/dbt-quality.md",
     }
 )
 

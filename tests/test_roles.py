@@ -127,7 +127,7 @@ def test_analyst_reads_marts_and_snapshots_not_raw(deployment: Deployment) -> No
         "refiner_snapshots.tes_condition_groupers_snapshot",
     ):
         assert can_execute(analyst, f"select 1 from {readable} limit 1"), readable
-    for forbidden in ("raw.tes_valuesets", "raw.loads", "refiner_staging.stg_tes__concepts"):
+    for forbidden in ("raw.tes_valuesets", "raw.loads", "refiner_intermediate.int_valueset_concepts"):
         assert not can_execute(analyst, f"select 1 from {forbidden} limit 1"), forbidden
     assert not can_execute(analyst, "update refiner.tes_release_changes set added_count = 0")
     assert not can_execute(analyst, "delete from refiner_snapshots.configurations_snapshot")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from loaders.errors import BuildFailedError, UpstreamError
+from loaders.errors import BuildFailedError, ConfigurationError, UpstreamError
 from loaders.land import lock
 from refinery import cli, synthetic
 from refinery.commands.sync import StepLog, SyncOptions, sync
@@ -198,3 +198,34 @@ def test_build_failure_exits_6(
     assert lines[-2]["exit_code"] == 6
     # the load before the build is committed; the next sync rebuilds
     assert query(fresh_database, "select count(*) from raw.tes_valuesets") == [(1,)]
+
+
+def test_a_failed_build_skips_the_export(
+    fresh_database: DatabaseSettings, tmp_path: Path, valuesets: list[dict[str, Any]], tes_env: None
+) -> None:
+    tes_dir = tmp_path / "tes-data"
+    write_json(tes_dir / "one.json", [valuesets[0]])
+    broken_build = ("build", "--select", "jurisdictions", "--vars", "{not: [valid")
+    out = tmp_path / "export"
+    options = SyncOptions(tes_dir, None, lock_timeout=5, build_args=broken_build, export_dir=out)
+    lines, error = _run(fresh_database, options)
+    assert isinstance(error, BuildFailedError) and error.exit_code == 6
+    assert _steps(lines)[-2:] == [("build", "failed"), ("sync", "failed")]
+    assert "export" not in [step for step, _status in _steps(lines)]
+    assert not out.exists()
+
+
+def test_a_failed_export_fails_the_run_with_its_exit_code(
+    fresh_database: DatabaseSettings, tmp_path: Path, valuesets: list[dict[str, Any]], tes_env: None
+) -> None:
+    tes_dir = tmp_path / "tes-data"
+    write_json(tes_dir / "one.json", [valuesets[0]])
+    out = tmp_path / "export"
+    # the seed-only build succeeds but builds no payload versions: the export step fails (exit 2)
+    options = SyncOptions(tes_dir, None, lock_timeout=5, build_args=SEED_ONLY, export_dir=out)
+    lines, error = _run(fresh_database, options)
+    assert isinstance(error, ConfigurationError) and error.exit_code == 2
+    assert _steps(lines)[-3:] == [("build", "ok"), ("export", "failed"), ("sync", "failed")]
+    assert lines[-2]["exit_code"] == 2 and "refinery build" in lines[-2]["error"]
+    assert "\n" not in lines[-2]["error"]
+    assert query(fresh_database, "select count(*) from raw.tes_valuesets") == [(1,)], "the load stays"

@@ -1,4 +1,3 @@
-{{ config(materialized='table') }}
 {#-
     Per jurisdiction, the fingerprint of everything its refinement_cache rows are built from:
     the counted configurations' (snomed_code, cache_source_sha256) pairs (cache_source_sha256

@@ -1,6 +1,4 @@
 {{ config(
-    materialized='table',
-    post_hook=['{{ analyze_relation() }}'],
     indexes=[{'columns': ['system_key', 'code'], 'unique': true}],
 ) }}
 {#-

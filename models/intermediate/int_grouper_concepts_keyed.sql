@@ -1,7 +1,4 @@
 {{ config(
-    pre_hook=['{{ tune_session() }}'],
-    materialized='table',
-    post_hook=['{{ analyze_relation() }}'],
     indexes=[{'columns': ['valueset_id']}],
 ) }}
 {#-
@@ -21,7 +18,7 @@ concepts as (
         system_url,
         code,
         display
-    from {{ ref('stg_tes__concepts') }}
+    from {{ ref('int_valueset_concepts') }}
 
 ),
 

@@ -1,7 +1,4 @@
 {{ config(
-    pre_hook=['{{ tune_session() }}'],
-    materialized='table',
-    post_hook=['{{ analyze_relation() }}'],
     indexes=[
         {'columns': ['parent_valueset_id']},
         {'columns': ['child_valueset_id']},
@@ -23,7 +20,7 @@ references_listed as (
         reference_text,
         child_grouper_url,
         child_grouper_version
-    from {{ ref('stg_tes__references') }}
+    from {{ ref('int_valueset_references') }}
     where parent_grouper_type = 'condition_grouper'
 
 ),

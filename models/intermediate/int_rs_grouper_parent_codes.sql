@@ -1,7 +1,4 @@
 {{ config(
-    pre_hook=['{{ tune_session() }}'],
-    materialized='table',
-    post_hook=['{{ analyze_relation() }}'],
     indexes=[{'columns': ['child_grouper_url', 'child_grouper_version'], 'unique': true}],
 ) }}
 {#-

@@ -1,7 +1,4 @@
 {{ config(
-    pre_hook=['{{ tune_session() }}'],
-    materialized='table',
-    post_hook=['{{ analyze_relation() }}'],
     indexes=[{'columns': ['valueset_id'], 'unique': true}],
 ) }}
 {#-

@@ -281,7 +281,7 @@ def test_configurations_load_terminated_mid_transaction_keeps_the_old_snapshot(
         # hold the table so the load stops right after its raw.loads row, mid-transaction
         blocker.execute("lock table raw.configurations in share mode")
         process = start_refinery(["load", "configurations", str(changed)], fresh_database)
-        pid = _wait_for(fresh_database, "delete from raw.configurations%", process)
+        pid = _wait_for(fresh_database, "%delete from raw.configurations%", process)
         assert pid is not None
         query(fresh_database, "select pg_terminate_backend(%s)", (pid,))
         _, stderr = process.communicate(timeout=60)

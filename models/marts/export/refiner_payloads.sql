@@ -4,7 +4,8 @@
     per (jurisdiction_id, condition_grouper_url), the content of that condition's `active.json`
     (docs/export.md). This project's configurations are per RS grouper, the Refiner's per
     condition grouper: each refinement_cache row goes to the condition of its RS grouper
-    (int_rs_grouper_condition_groupers), and a payload is the union of its rows' codes, one
+    (int_rs_grouper_condition_groupers), and a payload is the union of its rows'
+    code_system_sets (each code already under its key with its TES display and system), one
     entry per code per key. content_sha256 fingerprints everything a version folder holds, so
     refiner_payloads_snapshot opens a new version exactly when a payload changes.
 -#}
@@ -15,7 +16,7 @@ cache_rows as (
     select
         refinement_cache.jurisdiction_id,
         refinement_cache.snomed_code,
-        refinement_cache.codes_by_system,
+        refinement_cache.code_system_sets,
         refinement_cache.source_details ->> 'child_grouper_url' as rs_grouper_url,
         refinement_cache.source_details ->> 'child_grouper_version' as rs_grouper_version
     from {{ ref('refinement_cache') }} as refinement_cache
@@ -27,7 +28,7 @@ payload_members as (
     select
         cache_rows.jurisdiction_id,
         cache_rows.snomed_code,
-        cache_rows.codes_by_system,
+        cache_rows.code_system_sets,
         conditions.condition_grouper_url,
         conditions.condition_grouper_version,
         conditions.condition_name
@@ -39,35 +40,20 @@ payload_members as (
 
 ),
 
-code_systems as (
-
-    select
-        short_name,
-        oid
-    from {{ ref('code_systems') }}
-
-),
-
 member_codes as (
 
-    -- every (key, code, display, system) of every member row, in the Refiner's six keys:
-    -- loinc, snomed, rxnorm, icd10 and cvx by name, every other system under `other` with its
-    -- OID when the code_systems seed knows it, else its own system URL (urn:oid: stripped)
+    -- every entry of every member row's code_system_sets (the cache has already put each code
+    -- under its key with its display and system: docs/codes.md)
     select
         payload_members.jurisdiction_id,
         payload_members.condition_grouper_url,
-        codes.code,
-        '' as display,
-        case
-            when systems.system_key in ('loinc', 'snomed', 'rxnorm', 'icd10', 'cvx') then systems.system_key
-            else 'other'
-        end as set_key,
-        coalesce(code_systems.oid, regexp_replace(systems.system_key, '^urn:oid:', '')) as code_system
+        key_sets.set_key,
+        entries.code_entry ->> 'code' as code,
+        coalesce(entries.code_entry ->> 'display', '') as display,
+        entries.code_entry ->> 'system' as code_system
     from payload_members
-    cross join lateral jsonb_each(payload_members.codes_by_system) as systems (system_key, system_codes)
-    cross join lateral jsonb_array_elements_text(systems.system_codes) as codes (code)
-    left join code_systems
-        on systems.system_key = code_systems.short_name
+    cross join lateral jsonb_each(payload_members.code_system_sets) as key_sets (set_key, set_entries)
+    cross join lateral jsonb_array_elements(key_sets.set_entries) as entries (code_entry)
 
 ),
 

@@ -66,10 +66,9 @@ counted as (
         child_grouper_version,
         configuration_sha256,
         cache_source_sha256 as source_sha256,
-        added_loinc_codes,
-        added_snomed_codes,
-        added_icd10_codes,
-        added_rxnorm_codes,
+        {%- for system in configuration_code_systems() %}
+        added_{{ system }}_codes,
+        {%- endfor %}
         excluded_bare_codes,
         excluded_system_codes,
         cardinality(excluded_bare_codes) + cardinality(excluded_system_codes) > 0 as has_exclusions
@@ -157,11 +156,10 @@ affected_bases as materialized (
         base_arrays.parent_groupers,
         base_arrays.base_sha256,
         base_arrays.base_code_system_sets,
-        base_arrays.base_codes[:] as base_codes,
-        base_arrays.base_loinc_codes[:] as base_loinc_codes,
-        base_arrays.base_snomed_codes[:] as base_snomed_codes,
-        base_arrays.base_icd10_codes[:] as base_icd10_codes,
-        base_arrays.base_rxnorm_codes[:] as base_rxnorm_codes
+        {%- for system in configuration_code_systems() %}
+        base_arrays.base_{{ system }}_codes[:] as base_{{ system }}_codes,
+        {%- endfor %}
+        base_arrays.base_codes[:] as base_codes
     from {{ ref('int_rs_grouper_parent_codes') }} as base_arrays
     where exists (
         select 1
@@ -192,10 +190,9 @@ extras as (
         bases.base_pair_count,
         bases.base_pair_hash_sum,
         affected.has_exclusions,
-        missing.extra_loinc_codes,
-        missing.extra_snomed_codes,
-        missing.extra_icd10_codes,
-        missing.extra_rxnorm_codes,
+        {%- for system in configuration_code_systems() %}
+        missing.extra_{{ system }}_codes,
+        {%- endfor %}
         missing.extra_codes
     from affected
     inner join affected_bases as bases
@@ -206,19 +203,16 @@ extras as (
         -- computed once per row: `offset 0` keeps PostgreSQL from inlining these expressions
         -- into every later reference (each would run its sub-select again)
         select
-            {{ sorted_missing('affected.added_loinc_codes', 'bases.base_loinc_codes') }}
-                as extra_loinc_codes,
-            {{ sorted_missing('affected.added_snomed_codes', 'bases.base_snomed_codes') }}
-                as extra_snomed_codes,
-            {{ sorted_missing('affected.added_icd10_codes', 'bases.base_icd10_codes') }}
-                as extra_icd10_codes,
-            {{ sorted_missing('affected.added_rxnorm_codes', 'bases.base_rxnorm_codes') }}
-                as extra_rxnorm_codes,
+            {%- for system in configuration_code_systems() %}
+            {{ sorted_missing('affected.added_' ~ system ~ '_codes', 'bases.base_' ~ system ~ '_codes') }}
+                as extra_{{ system }}_codes,
+            {%- endfor %}
             array(
                 select distinct added.code collate "C"
                 from unnest(
-                    affected.added_loinc_codes || affected.added_snomed_codes
-                    || affected.added_icd10_codes || affected.added_rxnorm_codes
+                    {%- for system in configuration_code_systems() %}
+                    {{ '|| ' if not loop.first }}affected.added_{{ system }}_codes
+                    {%- endfor %}
                 ) as added (code)
                 where bases.base_codes[width_bucket(added.code collate "C", bases.base_codes)] is distinct from added.code
                 order by 1
@@ -249,52 +243,34 @@ computed_without_exclusions as (
         extras.base_codes || extras.extra_codes as aggregated_codes,
         case
             when
-                cardinality(extra_loinc_codes) + cardinality(extra_snomed_codes)
-                + cardinality(extra_icd10_codes) + cardinality(extra_rxnorm_codes) = 0
-                then base_codes_by_system
-            else base_codes_by_system || jsonb_strip_nulls(jsonb_build_object(
-                'loinc',
+                {{ extra_code_count('extras') }} = 0
+                then extras.base_codes_by_system
+            else extras.base_codes_by_system || jsonb_strip_nulls(jsonb_build_object(
+            {%- for system in configuration_code_systems() %}
+                '{{ system }}',
                 case
-                    when cardinality(extra_loinc_codes) > 0
-                        then coalesce(base_codes_by_system -> 'loinc', '[]'::jsonb)
-                        || to_jsonb(extra_loinc_codes)
-                end,
-                'snomed',
-                case
-                    when cardinality(extra_snomed_codes) > 0
-                        then coalesce(base_codes_by_system -> 'snomed', '[]'::jsonb)
-                        || to_jsonb(extra_snomed_codes)
-                end,
-                'icd10',
-                case
-                    when cardinality(extra_icd10_codes) > 0
-                        then coalesce(base_codes_by_system -> 'icd10', '[]'::jsonb)
-                        || to_jsonb(extra_icd10_codes)
-                end,
-                'rxnorm',
-                case
-                    when cardinality(extra_rxnorm_codes) > 0
-                        then coalesce(base_codes_by_system -> 'rxnorm', '[]'::jsonb)
-                        || to_jsonb(extra_rxnorm_codes)
-                end
+                    when cardinality(extras.extra_{{ system }}_codes) > 0
+                        then coalesce(extras.base_codes_by_system -> '{{ system }}', '[]'::jsonb)
+                        || to_jsonb(extras.extra_{{ system }}_codes)
+                end{{ ',' if not loop.last }}
+            {%- endfor %}
             ))
         end as codes_by_system,
         case
             when
-                cardinality(extra_loinc_codes) + cardinality(extra_snomed_codes)
-                + cardinality(extra_icd10_codes) + cardinality(extra_rxnorm_codes) = 0
-                then base_code_system_sets
-            else base_code_system_sets || jsonb_strip_nulls(jsonb_build_object(
-            {%- for set_key in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
+                {{ extra_code_count('extras') }} = 0
+                then extras.base_code_system_sets
+            else extras.base_code_system_sets || jsonb_strip_nulls(jsonb_build_object(
+            {%- for set_key in configuration_code_systems() %}
                 '{{ set_key }}',
                 case
-                    when cardinality(extra_{{ set_key }}_codes) > 0
-                        then (base_code_system_sets -> '{{ set_key }}') || (
+                    when cardinality(extras.extra_{{ set_key }}_codes) > 0
+                        then (extras.base_code_system_sets -> '{{ set_key }}') || (
                             select jsonb_agg(
                                 {{ code_set_entry('extra.code', "coalesce(displays.display, '')", 'key_oids.' ~ set_key ~ '_oid') }}
                                 order by extra.position
                             )
-                            from unnest(extra_{{ set_key }}_codes) with ordinality as extra (code, position)
+                            from unnest(extras.extra_{{ set_key }}_codes) with ordinality as extra (code, position)
                             left join {{ ref('int_code_displays') }} as displays
                                 on displays.system_key = '{{ set_key }}' and extra.code = displays.code
                         )
@@ -303,36 +279,22 @@ computed_without_exclusions as (
             ))
         end as code_system_sets,
         jsonb_build_object(
-            'configuration_id', configuration_id,
-            'configuration_sha256', configuration_sha256,
-            'child_grouper_url', child_grouper_url,
-            'child_grouper_version', child_grouper_version,
-            'parent_groupers', parent_groupers,
-            'parents_codes_sha256', base_sha256
+            'configuration_id', extras.configuration_id,
+            'configuration_sha256', extras.configuration_sha256,
+            'child_grouper_url', extras.child_grouper_url,
+            'child_grouper_version', extras.child_grouper_version,
+            'parent_groupers', extras.parent_groupers,
+            'parents_codes_sha256', extras.base_sha256
         ) as source_details,
-        source_sha256,
-        base_pair_count
-        + cardinality(extra_loinc_codes)
-        + cardinality(extra_snomed_codes)
-        + cardinality(extra_icd10_codes)
-        + cardinality(extra_rxnorm_codes) as pair_count,
-        base_pair_hash_sum
+        extras.source_sha256,
+        extras.base_pair_count + {{ extra_code_count('extras') }} as pair_count,
+        extras.base_pair_hash_sum
+        {%- for system in configuration_code_systems() %}
         + coalesce((
-            select sum({{ code_pair_hash("'loinc'", 'extra.code') }})
-            from unnest(extra_loinc_codes) as extra (code)
+            select sum({{ code_pair_hash("'" ~ system ~ "'", 'extra.code') }})
+            from unnest(extras.extra_{{ system }}_codes) as extra (code)
         ), 0)
-        + coalesce((
-            select sum({{ code_pair_hash("'snomed'", 'extra.code') }})
-            from unnest(extra_snomed_codes) as extra (code)
-        ), 0)
-        + coalesce((
-            select sum({{ code_pair_hash("'icd10'", 'extra.code') }})
-            from unnest(extra_icd10_codes) as extra (code)
-        ), 0)
-        + coalesce((
-            select sum({{ code_pair_hash("'rxnorm'", 'extra.code') }})
-            from unnest(extra_rxnorm_codes) as extra (code)
-        ), 0) as pair_hash_sum
+        {%- endfor %} as pair_hash_sum
     from extras
     cross join key_oids
     where not extras.has_exclusions
@@ -353,10 +315,9 @@ excluding_rows as (
         extras.parent_groupers,
         extras.base_sha256,
         extras.base_codes_by_system,
-        affected.added_loinc_codes,
-        affected.added_snomed_codes,
-        affected.added_icd10_codes,
-        affected.added_rxnorm_codes,
+        {%- for system in configuration_code_systems() %}
+        affected.added_{{ system }}_codes,
+        {%- endfor %}
         affected.excluded_bare_codes,
         affected.excluded_system_codes
     from extras
@@ -386,7 +347,7 @@ kept_pairs as (
             true as in_base
         from jsonb_each(excluding_rows.base_codes_by_system) as systems (system_key, codes_json)
         cross join lateral jsonb_array_elements_text(systems.codes_json) as system_codes (code)
-        {%- for set_key in ['loinc', 'snomed', 'icd10', 'rxnorm'] %}
+        {%- for set_key in configuration_code_systems() %}
         union all
         select
             '{{ set_key }}' as system_key,

@@ -1,12 +1,11 @@
 {#-
-    The current content of every TES ValueSet, classified like the fetch step does.
-    Latest load wins: per (canonical_url, version) the row with the highest last_seen_load_id
-    (ties, which the loader never produces, by the highest valueset_id). Triggering value sets
-    are dropped here: nothing downstream uses them.
+    The current content of every TES ValueSet (base_tes__current_valuesets: latest load wins),
+    renamed and classified like the fetch step does. Triggering value sets are dropped here:
+    nothing downstream uses them.
 -#}
 with
 
-source as (
+current_content as (
 
     select
         valueset_id,
@@ -18,24 +17,7 @@ source as (
         load_id,
         last_seen_load_id,
         loaded_at
-    from {{ source('tes', 'tes_valuesets') }}
-
-),
-
-current_content as (
-
-    select distinct on (canonical_url, version)
-        valueset_id,
-        canonical_url,
-        version,
-        resource,
-        resource_sha256,
-        source_file,
-        load_id,
-        last_seen_load_id,
-        loaded_at
-    from source
-    order by canonical_url asc, version asc, last_seen_load_id desc, valueset_id desc
+    from {{ ref('base_tes__current_valuesets') }}
 
 ),
 

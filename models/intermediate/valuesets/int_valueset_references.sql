@@ -12,7 +12,7 @@ compose_includes as (
         version,
         grouper_type,
         valueset_references
-    from {{ ref('stg_tes__compose_includes') }}
+    from {{ ref('int_valueset_compose_includes') }}
 
 ),
 

@@ -27,7 +27,7 @@ compose_includes as (
         system_url,
         system_version,
         concept_items
-    from {{ ref('stg_tes__compose_includes') }}
+    from {{ ref('int_valueset_compose_includes') }}
 
 ),
 

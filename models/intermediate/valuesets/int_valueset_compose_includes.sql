@@ -1,7 +1,7 @@
 {#-
     One row per compose.include[] entry of a current ValueSet: the code system it names and its
     two lists, concept[] (codes) and valueSet[] (references to other ValueSets), each an array
-    (empty when absent or not an array). stg_tes__concepts and stg_tes__references unnest them.
+    (empty when absent or not an array). int_valueset_concepts and int_valueset_references unnest them.
 -#}
 with
 
