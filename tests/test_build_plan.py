@@ -16,7 +16,6 @@ import io
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -35,7 +34,7 @@ from refinery.connection import DatabaseSettings
 from refinery.synthetic import SyntheticSpec, generate
 from tests.cache_oracle import actual_cache, differences, expected_cache
 from tests.conftest import create_database, drop_database
-from tests.reliability._helpers import start_refinery, wait_idle
+from tests.reliability._helpers import start_refinery, wait_for_query, wait_idle
 
 SPEC = SyntheticSpec(seed=23, jurisdictions=4, conditions=16, configurations_per_jurisdiction=12)
 CONFIGURATION_SOURCE = "source.refinery.refiner.configurations"
@@ -293,7 +292,7 @@ def test_syncs_cost_what_changed_and_the_cache_stays_exact(planned: dict[str, An
     with psycopg.connect(settings.conninfo()) as holder:
         holder.execute("lock table refiner.refinement_cache in access exclusive mode")
         process = start_refinery(["build"], settings)
-        _wait_for_query(settings, '%"node_id": "model.refinery.refinement_cache"%', process)
+        wait_for_query(settings, '%"node_id": "model.refinery.refinement_cache"%', process)
         os.kill(process.pid, signal.SIGKILL)
         process.communicate(timeout=60)
         holder.rollback()
@@ -315,19 +314,3 @@ def test_syncs_cost_what_changed_and_the_cache_stays_exact(planned: dict[str, An
 
     assert without_updated_at(refreshed) == without_updated_at(converged)
     assert _planned_build(settings).plan.kind == NOTHING
-
-
-def _wait_for_query(settings: DatabaseSettings, pattern: str, process: Any, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(settings.conninfo(), autocommit=True) as admin:
-        while time.monotonic() < deadline and process.poll() is None:
-            found = admin.execute(
-                "select 1 from pg_stat_activity where datname = current_database()"
-                " and pid <> pg_backend_pid() and query ilike %s limit 1",
-                (pattern,),
-            ).fetchone()
-            if found:
-                return
-            time.sleep(0.05)
-    out, err = process.communicate(timeout=60) if process.poll() is not None else ("", "")
-    raise AssertionError(f"the build never wrote refinement_cache: {out[-2000:]} {err[-2000:]}")

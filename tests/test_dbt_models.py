@@ -275,7 +275,6 @@ def test_cache_schema_drift_stops_the_build_with_the_command_to_run(built: Datab
 
 
 SYNCED = "refiner.refinement_cache__synced_partitions"
-LEGACY_SYNCED = "refiner.refinement_cache__synced_inputs"
 FINGERPRINTS = "refiner_intermediate.int_cache_inputs_fingerprinted"
 
 
@@ -326,8 +325,8 @@ def test_the_cache_diffs_only_jurisdictions_whose_inputs_changed(built: Database
     runs none of the model's SQL when no jurisdiction changed. Shown by a row deleted behind
     dbt's back: it stays deleted while its jurisdiction's inputs are unchanged (even when
     another jurisdiction's are), and comes back once they change. The full build records the
-    same fingerprints, and a deployment without the side table (or with the one-row table of
-    earlier versions) diffs every jurisdiction it holds on its next build."""
+    same fingerprints, and a table without its side table diffs every jurisdiction it holds on
+    its next build."""
     build(built, "--full-refresh", command="run")
     recorded = _synced(built)
     assert {key: fingerprint for key, (fingerprint, _) in recorded.items()} == _fingerprints(built)
@@ -382,18 +381,15 @@ def test_the_cache_diffs_only_jurisdictions_whose_inputs_changed(built: Database
         current = _fingerprints(built)
         assert _synced_fingerprints(built) == current
 
-        # no side table (a deployment of an earlier version keeps a one-row table instead), and
-        # meanwhile a jurisdiction lost every configuration: the next build drops the old table,
-        # diffs every jurisdiction the cache holds and deletes the lost one's rows
+        # no side table (dropped), and meanwhile a jurisdiction lost every configuration: the
+        # next build diffs every jurisdiction the cache holds and deletes the lost one's rows
         with psycopg.connect(built.conninfo(), autocommit=True) as conn:
             conn.execute(f"drop table {SYNCED}")
-            conn.execute(f"create table {LEGACY_SYNCED} (inputs_fingerprint text, synced_at timestamptz)")
             conn.execute(
                 "update raw.configurations set is_active = false where id = any(%s)", (others_active,)
             )
         assert _cache_node_status(build(built, command="run")) == "INSERT 0 0"
         with psycopg.connect(built.conninfo()) as conn:
-            assert conn.execute("select to_regclass(%s)", (LEGACY_SYNCED,)).fetchone() == (None,)
             actual = actual_cache(conn)
             assert not any(jurisdiction == other for _, jurisdiction in actual)
             assert differences(expected_cache(conn), actual) == []

@@ -32,16 +32,17 @@
     rows must be a function of their partition's inputs alone. When the side table is
     missing, it is seeded with every partition the table holds, so that the next build diffs
     them all. This trusts that only this materialization writes the table, as the diff itself
-    does: put right a table written by hand with --full-refresh. Without the option, side
-    tables left from earlier builds are dropped (a stale fingerprint must never shut the gate
-    later); so is the one-row <identifier>__synced_inputs of earlier versions.
+    does: put right a table written by hand with --full-refresh. Without the option, a side
+    table left from a build that had it is dropped (a stale fingerprint must never shut the
+    gate later).
 
     Config: unique_key (list, required), preserve_unless_changed (dict, optional),
     delete_if_null (column name, optional), inputs_fingerprint (dict, optional),
     storage_parameters (dict, optional: `with (...)` of the created table), column_storage
     (dict, optional: column -> plain|main|external|extended) and column_collations (dict,
     optional: column -> collation, the column keeping its contract data_type), all set before
-    rows are written. The
+    rows are written (TOAST compression: the tune_session pre-hook picks lz4 where the server
+    has it; `storage external` where it lacks lz4 was measured and not kept, docs/scaling.md). The
     inserted columns are the contract's (the model's YAML columns): a change of columns needs
     --full-refresh (see the check above). Grants
     are (re)applied when the table is built; change them with --full-refresh.
@@ -56,8 +57,6 @@
     {%- set grant_config = config.get('grants') -%}
     {%- set inputs_spec = incremental_upsert_inputs_spec() -%}
     {%- set synced_inputs = incremental_upsert_synced_inputs_relation(target_relation) -%}
-    {%- set legacy_synced_inputs = target_relation.incorporate(
-        path={'identifier': target_relation.identifier ~ '__synced_inputs'}) -%}
     {%- set rebuild = existing_relation is none
         or existing_relation.type != 'table'
         or should_full_refresh() -%}
@@ -85,7 +84,6 @@
         {% endif %}
         {{ adapter.rename_relation(intermediate_relation, target_relation) }}
 
-        {{ drop_relation_if_exists(load_cached_relation(legacy_synced_inputs)) }}
         {%- if inputs_spec %}
         {% call statement('record_inputs') -%}
             {{ incremental_upsert_record_inputs_sql(synced_inputs, inputs_spec) }}
@@ -118,9 +116,6 @@
         {%- set has_synced_inputs = load_cached_relation(synced_inputs) is not none -%}
         {% call statement('main') -%}
             {{ incremental_upsert_check_columns_sql(target_relation, columns) }}
-            {%- if load_cached_relation(legacy_synced_inputs) is not none %}
-            drop table if exists {{ legacy_synced_inputs }};
-            {%- endif %}
             {%- if inputs_spec and not has_synced_inputs %}
             {#- no record of what the table was written from: every partition it holds is diffed -#}
             {{ incremental_upsert_create_synced_inputs_sql(synced_inputs) }}

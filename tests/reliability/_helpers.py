@@ -227,3 +227,23 @@ def wait_idle(settings: DatabaseSettings, timeout: float = 60) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("the database stayed busy")
+
+
+def wait_for_query(settings: DatabaseSettings, pattern: str, process: Any, timeout: float = 300) -> None:
+    """Wait until another session of this database runs a statement like `pattern` (ILIKE)
+    while `process` lives; fail with its output otherwise."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(settings.conninfo(), autocommit=True) as admin:
+        while time.monotonic() < deadline and process.poll() is None:
+            found = admin.execute(
+                "select 1 from pg_stat_activity where datname = current_database()"
+                " and pid <> pg_backend_pid() and query ilike %s limit 1",
+                (pattern,),
+            ).fetchone()
+            if found:
+                return
+            time.sleep(0.05)
+    out, err = process.communicate(timeout=60) if process.poll() is not None else ("", "")
+    raise AssertionError(f"no statement like {pattern} ran: {out[-2000:]} {err[-2000:]}")
