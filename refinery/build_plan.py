@@ -46,6 +46,7 @@ NOTHING = "nothing"
 CONFIGURATIONS = "configurations"
 ALL = "all"
 FULL_REFRESH = "full_refresh"
+UNPLANNED = "unplanned"  # recorded (with empty fingerprints) by a build run with its own dbt arguments
 
 BUILDS_TABLE = "refinery_builds"
 FULL_RECOMPUTATION_TAG = "full_recomputation"
@@ -234,6 +235,9 @@ def decide(inputs: Inputs, previous: BuildRecord | None, *, full_refresh: bool =
         if getattr(inputs, name) != getattr(previous.inputs, name)
     ]
     since = f"since build {previous.build_id}"
+    if previous.plan == UNPLANNED:
+        reason = f"a build with its own dbt arguments ran (build {previous.build_id})"
+        return Plan(ALL, reason, inputs, previous)
     if not changed:
         return Plan(NOTHING, f"no input changed {since}", inputs, previous)
     if changed == ["configurations"]:
@@ -281,6 +285,24 @@ def record(
             (build_id - KEPT_RECORDS,),
         )
     return int(build_id)
+
+
+def record_unplanned(conn: psycopg.Connection, schema: str) -> int | None:
+    """Record that a build ran with its own dbt arguments (`refinery build --select ...`, a
+    `--vars` override): it may have written models from other inputs or another project state
+    than the latest record says, so the next planned build runs everything (`all`) instead of
+    trusting the record. Recorded whether or not that build succeeded. None when the table does
+    not exist yet (the next planned build runs everything anyway)."""
+    if not _relation_exists(conn, schema, BUILDS_TABLE):
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "insert into {} (plan, tes_fingerprint, configurations_fingerprint, project_fingerprint,"
+            " nodes, started_at) values (%s, '', '', '', '{{}}'::jsonb, now()) returning build_id"
+        ).format(builds_relation(schema)),
+        (UNPLANNED,),
+    ).fetchone()
+    return int(row[0])
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,13 @@ def test_the_plan_follows_the_inputs_that_changed(changes: dict[str, str], expec
     assert "build 7" in chosen.reason
 
 
+def test_after_an_unplanned_build_everything_runs() -> None:
+    inputs = Inputs(tes="t", configurations="c", project="p")
+    unplanned = BuildRecord(8, build_plan.UNPLANNED, Inputs("", "", ""), datetime.now(UTC))
+    chosen = build_plan.decide(inputs, unplanned)
+    assert chosen.kind == ALL and "build 8" in chosen.reason
+
+
 def test_no_record_plans_everything_and_full_refresh_wins() -> None:
     inputs = Inputs(tes="t", configurations="c", project="p")
     assert build_plan.decide(inputs, None).kind == ALL
@@ -313,4 +320,18 @@ def test_syncs_cost_what_changed_and_the_cache_stays_exact(planned: dict[str, An
         return {key: {c: v for c, v in row.items() if c != "updated_at"} for key, row in rows.items()}
 
     assert without_updated_at(refreshed) == without_updated_at(converged)
+    assert _planned_build(settings).plan.kind == NOTHING
+
+    # 9. a build with its own dbt arguments (here a --vars override the fingerprints cannot see)
+    # is not trusted: the next planned build runs everything, and puts the cache back to what
+    # the project says
+    override = "{include_additional_context_codes: true}"
+    process = start_refinery(["build", "--select", "refinement_cache", "--vars", override], settings)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    with psycopg.connect(settings.conninfo()) as conn:
+        assert build_plan.latest_build(conn, "refiner").plan == build_plan.UNPLANNED
+    after_unplanned = _planned_build(settings)
+    assert after_unplanned.plan.kind == ALL and "own dbt arguments" in after_unplanned.plan.reason
+    assert without_updated_at(_assert_cache_is_recomputed(settings)) == without_updated_at(converged)
     assert _planned_build(settings).plan.kind == NOTHING

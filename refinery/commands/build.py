@@ -3,7 +3,7 @@
 With no arguments (or only `--full-refresh`) the build is planned (refinery/build_plan.py): it
 runs what changed since the last successful build recorded in the database, nothing at all when
 nothing did, and records itself when it succeeds. Any other dbt arguments (`--select ...`) run
-`dbt build` with them as given, unplanned and unrecorded.
+`dbt build` with them as given, unplanned; the next planned build then runs everything.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     dbt_args = list(args.dbt_args)
     if not is_planned(dbt_args):
         outcome = dbt.run(["build", *dbt_args], settings)
+        with connection.connect(settings) as conn:
+            build_plan.record_unplanned(conn, dbt.target_schema())
         _raise_if_dbt_could_not_run(outcome)
         return outcome.exit_code
     built = build_plan.run_planned(

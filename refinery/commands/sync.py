@@ -218,6 +218,8 @@ def _build(settings: DatabaseSettings, options: SyncOptions, fields: dict[str, A
     quiet = ("--quiet", "--log-format", "json")
     if options.build_args != DEFAULT_BUILD_ARGS:
         outcome = dbt.run([*options.build_args, *quiet], settings)
+        with connection.connect(settings) as conn:
+            build_plan.record_unplanned(conn, dbt.target_schema())
     else:
         built = build_plan.run_planned(settings, dbt_flags=quiet)
         fields.update(plan=built.plan.kind, reason=built.plan.reason)
