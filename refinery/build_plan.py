@@ -291,9 +291,20 @@ def record_unplanned(conn: psycopg.Connection, schema: str) -> int | None:
     """Record that a build ran with its own dbt arguments (`refinery build --select ...`, a
     `--vars` override): it may have written models from other inputs or another project state
     than the latest record says, so the next planned build runs everything (`all`) instead of
-    trusting the record. Recorded whether or not that build succeeded. None when the table does
-    not exist yet (the next planned build runs everything anyway)."""
+    trusting the record. Recorded before that build starts, so a build that is killed or fails
+    still leaves its mark. None when the table does not exist yet (the next planned build runs
+    everything anyway) or when this login may not write it: a login that cannot record a build
+    cannot have written the models either, and its dbt run reports its own permission error."""
     if not _relation_exists(conn, schema, BUILDS_TABLE):
+        return None
+    writable = conn.execute(
+        "select has_schema_privilege(n.oid, 'usage') and has_table_privilege(c.oid, 'insert')"
+        " from pg_catalog.pg_class as c"
+        " join pg_catalog.pg_namespace as n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname = %s",
+        (schema, BUILDS_TABLE),
+    ).fetchone()[0]
+    if not writable:
         return None
     row = conn.execute(
         sql.SQL(

@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
         require_schema(conn)
     dbt_args = list(args.dbt_args)
     if not is_planned(dbt_args):
-        outcome = dbt.run(["build", *dbt_args], settings)
         with connection.connect(settings) as conn:
             build_plan.record_unplanned(conn, dbt.target_schema())
+        outcome = dbt.run(["build", *dbt_args], settings)
         _raise_if_dbt_could_not_run(outcome)
         return outcome.exit_code
     built = build_plan.run_planned(

@@ -217,9 +217,9 @@ def _build(settings: DatabaseSettings, options: SyncOptions, fields: dict[str, A
         require_schema(conn)
     quiet = ("--quiet", "--log-format", "json")
     if options.build_args != DEFAULT_BUILD_ARGS:
-        outcome = dbt.run([*options.build_args, *quiet], settings)
         with connection.connect(settings) as conn:
             build_plan.record_unplanned(conn, dbt.target_schema())
+        outcome = dbt.run([*options.build_args, *quiet], settings)
     else:
         built = build_plan.run_planned(settings, dbt_flags=quiet)
         fields.update(plan=built.plan.kind, reason=built.plan.reason)
