@@ -9,7 +9,8 @@ configurations moved to them), sometimes kills a build while it writes the cache
 planned build a sync runs (refinery/build_plan.py): nothing when nothing changed, the
 configuration path when only configurations did, everything when TES did. After each step the
 cache equals the plain-Python oracle (tests/cache_oracle.py) and a --full-refresh build of the
-same inputs in a second set of schemas (REFINERY_SCHEMA=refiner_refreshed).
+same inputs in a second set of schemas (REFINERY_SCHEMA=refiner_refreshed), and so do the
+export payloads (refiner_payloads, incremental per jurisdiction).
 """
 
 from __future__ import annotations
@@ -70,13 +71,23 @@ def planned_build(settings: DatabaseSettings) -> str:
     return built.plan.kind
 
 
-def full_refresh_elsewhere(settings: DatabaseSettings) -> dict[Any, Any]:
-    """The cache a --full-refresh build gives from the same raw tables, in other schemas."""
+def full_refresh_elsewhere(settings: DatabaseSettings) -> tuple[dict[Any, Any], dict[Any, str]]:
+    """The cache and the export payloads a --full-refresh build gives from the same raw tables,
+    in other schemas."""
     with scoped_environ({"REFINERY_SCHEMA": REFRESHED}):
-        outcome = dbt.run(["run", "--select", "+refinement_cache", "--full-refresh"], settings)
+        outcome = dbt.run(["run", "--select", "+refiner_payloads", "--full-refresh"], settings)
     assert outcome.exit_code == 0
     with psycopg.connect(settings.conninfo()) as conn:
-        return actual_cache(conn, REFRESHED)
+        return actual_cache(conn, REFRESHED), payloads(conn, REFRESHED)
+
+
+def payloads(conn: psycopg.Connection, schema: str = "refiner") -> dict[Any, str]:
+    """refiner_payloads (incremental per jurisdiction): every row, every column, by its key."""
+    rows = conn.execute(
+        "select jurisdiction_id, condition_grouper_url, to_jsonb(p)::text"
+        f" from {schema}.refiner_payloads as p"
+    )
+    return {(jurisdiction, url): row for jurisdiction, url, row in rows}
 
 
 def configurations(conn: psycopg.Connection) -> list[str]:
@@ -308,8 +319,11 @@ def test_syncs_equal_recomputation_and_full_refresh(
         with psycopg.connect(prepared.conninfo()) as conn:
             expected = expected_cache(conn)
             after_rows = actual_cache(conn)
+            after_payloads = payloads(conn)
         assert differences(expected, after_rows) == []
-        assert without_updated_at(full_refresh_elsewhere(prepared)) == without_updated_at(after_rows)
+        refreshed_rows, refreshed_payloads = full_refresh_elsewhere(prepared)
+        assert without_updated_at(refreshed_rows) == without_updated_at(after_rows)
+        assert refreshed_payloads == after_payloads
         for key in after_rows.keys() & before_rows.keys():
             same = (
                 before_expected[key].codes_by_system == expected[key].codes_by_system

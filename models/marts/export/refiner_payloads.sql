@@ -1,4 +1,14 @@
-{{ config(indexes=[{'columns': ['jurisdiction_id', 'condition_grouper_url'], 'unique': true}]) }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='jurisdiction_id',
+    on_schema_change='fail',
+    indexes=[{'columns': ['jurisdiction_id', 'condition_grouper_url'], 'unique': true}],
+    post_hook=[
+        "delete from {{ this }} where jurisdiction_id not in"
+        ~ " (select jurisdiction_id from {{ ref('int_refiner_payload_inputs_fingerprinted') }})"
+    ],
+) }}
 {#-
     What `refinery export` writes for each configured condition of each jurisdiction: one row
     per (jurisdiction_id, condition_grouper_url), the content of that condition's `active.json`
@@ -8,8 +18,38 @@
     code_system_sets (each code already under its key with its TES display and system), one
     entry per code per key. content_sha256 fingerprints everything a version folder holds, so
     refiner_payloads_snapshot opens a new version exactly when a payload changes.
+
+    Incremental per jurisdiction (dbt's delete+insert on jurisdiction_id): a build rebuilds
+    the jurisdictions whose inputs_fingerprint (int_refiner_payload_inputs_fingerprinted) is
+    not the one their rows carry, so one edited configuration rewrites one jurisdiction's
+    payloads instead of unnesting every cache row of every jurisdiction; the post-hook deletes
+    the rows of jurisdictions left with no payload. The fingerprint also carries the MD5 of
+    this model's SQL (macro model_sql_md5), so editing it rebuilds every jurisdiction without
+    a --full-refresh; a change in a macro it calls still needs one.
 -#}
 with
+
+inputs as (
+
+    -- the jurisdictions to (re)build, with the fingerprint their rows will carry (their
+    -- inputs' and this model's SQL's): all of them in a full build, else those whose
+    -- fingerprint differs from the one their rows carry
+    select
+        fingerprints.jurisdiction_id,
+        fingerprints.inputs_fingerprint || '/{{ model_sql_md5() }}' as inputs_fingerprint
+    from {{ ref('int_refiner_payload_inputs_fingerprinted') }} as fingerprints
+    {%- if is_incremental() %}
+        where not exists (
+            select 1
+            from {{ this }} as written
+            where
+                written.jurisdiction_id = fingerprints.jurisdiction_id
+                and written.inputs_fingerprint
+                = fingerprints.inputs_fingerprint || '/{{ model_sql_md5() }}'
+        )
+    {%- endif %}
+
+),
 
 cache_rows as (
 
@@ -20,6 +60,8 @@ cache_rows as (
         refinement_cache.source_details ->> 'child_grouper_url' as rs_grouper_url,
         refinement_cache.source_details ->> 'child_grouper_version' as rs_grouper_version
     from {{ ref('refinement_cache') }} as refinement_cache
+    inner join inputs
+        on refinement_cache.jurisdiction_id = inputs.jurisdiction_id
 
 ),
 
@@ -163,6 +205,7 @@ assembled as (
         payloads.condition_grouper_version,
         payloads.condition_name,
         payloads.included_condition_rsg_codes,
+        inputs.inputs_fingerprint,
         lower(substring(payloads.condition_grouper_url from '([^/]+)$')) as condition_grouper_uuid,
         regexp_replace(normalize(payloads.condition_name, nfkd), '[^A-Za-z0-9_]', '', 'g')  -- noqa: RF02
             as condition_folder_name,
@@ -173,6 +216,8 @@ assembled as (
         coalesce(code_system_sets.code_count, 0) as code_count,
         coalesce(sections.sections, '[]'::jsonb) as sections
     from payloads
+    inner join inputs
+        on payloads.jurisdiction_id = inputs.jurisdiction_id
     left join code_system_sets
         on
             payloads.jurisdiction_id = code_system_sets.jurisdiction_id
@@ -191,6 +236,7 @@ select
     included_condition_rsg_codes,
     code_system_sets,
     sections,
+    inputs_fingerprint,
     code_count::bigint as code_count,
     {{ sha256_text(
         "jsonb_build_array(condition_grouper_url, condition_grouper_version, condition_name,"
