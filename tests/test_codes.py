@@ -302,3 +302,65 @@ def test_switching_the_var_both_ways_equals_a_full_refresh(excluded: dict) -> No
     build(settings, False, "--full-refresh")
     with psycopg.connect(settings.conninfo()) as conn:
         assert without_updated_at(actual_cache(conn)) == without_updated_at(off)
+
+
+TAMPERINGS = {
+    "display changed": "jsonb_set(code_system_sets, '{loinc,0,display}', '\"tampered\"')",
+    "entry dropped": "code_system_sets #- '{loinc,0}'",
+    "entry repeated": "jsonb_set(code_system_sets, '{loinc}', "
+    "(code_system_sets -> 'loinc') || jsonb_build_array(code_system_sets -> 'loinc' -> 0))",
+    "entry repeated in place of another": (
+        "jsonb_set(code_system_sets, '{loinc,1}', code_system_sets -> 'loinc' -> 0)"
+    ),
+    "key removed": "code_system_sets - 'cvx'",
+    "key not a list": "jsonb_set(code_system_sets, '{cvx}', '{}')",
+    "entry with an extra field": "jsonb_set(code_system_sets, '{loinc,0,extra}', '1')",
+}
+
+
+@pytest.mark.parametrize("tampering", sorted(TAMPERINGS))
+def test_the_code_system_sets_checks_catch_a_tampered_row(excluded: dict, tampering: str) -> None:
+    """Both checks (the whole cache; the jurisdictions the latest write recomputed) name the one
+    row whose code_system_sets no longer matches its codes_by_system, whatever the tampering."""
+    settings = excluded["settings"]
+    with psycopg.connect(settings.conninfo()) as conn:
+        snomed, jurisdiction, original = conn.execute(
+            "select c.snomed_code, c.jurisdiction_id, c.code_system_sets::text"
+            " from refiner.refinement_cache as c"
+            " join refiner.refinement_cache__synced_partitions as s on s.partition_key = c.jurisdiction_id"
+            " where jsonb_array_length(c.code_system_sets -> 'loinc') >= 2"
+            " order by s.synced_at desc, 1, 2 limit 1"
+        ).fetchone()
+        key = (snomed, jurisdiction)
+        conn.execute(
+            f"update refiner.refinement_cache set code_system_sets = {TAMPERINGS[tampering]}"
+            " where snomed_code = %s and jurisdiction_id = %s",
+            key,
+        )
+    try:
+        outcome = dbt.run(
+            [
+                "test",
+                "--select",
+                "assert_code_system_sets_agree",
+                "assert_code_system_sets_written_rows_agree",
+            ],
+            settings,
+        )
+        results = {
+            r["unique_id"].split(".")[2]: (r["status"], r["failures"])
+            for r in dbt.run_results()["results"]
+            if r["unique_id"].startswith("test.")
+        }
+    finally:
+        with psycopg.connect(settings.conninfo()) as conn:
+            conn.execute(
+                "update refiner.refinement_cache set code_system_sets = %s::jsonb"
+                " where snomed_code = %s and jurisdiction_id = %s",
+                (original, *key),
+            )
+    assert outcome.exit_code == 1
+    assert results == {
+        "assert_code_system_sets_agree": ("fail", 1),
+        "assert_code_system_sets_written_rows_agree": ("fail", 1),
+    }
