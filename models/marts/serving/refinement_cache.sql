@@ -234,6 +234,53 @@ key_oids as (
 
 ),
 
+extra_entries as (
+
+    -- the entries of the added codes each row's base lacks (rows without exclusions), their
+    -- displays found by one hash join for all rows, not a lookup per row
+    select
+        extra_codes.snomed_code,
+        extra_codes.jurisdiction_id,
+        extra_codes.set_key,
+        jsonb_agg(
+            {{ code_set_entry('extra_codes.code', "coalesce(displays.display, '')", 'extra_codes.set_system') }}
+            order by extra_codes.position
+        ) as entries
+    from (
+        {%- for set_key in configuration_code_systems() %}
+        {{ 'union all' if not loop.first }}
+        select
+            extras.snomed_code,
+            extras.jurisdiction_id,
+            '{{ set_key }}' as set_key,
+            key_oids.{{ set_key }}_oid as set_system,
+            extra.code,
+            extra.position
+        from extras
+        cross join key_oids
+        cross join lateral unnest(extras.extra_{{ set_key }}_codes) with ordinality as extra (code, position)
+        where not extras.has_exclusions
+        {%- endfor %}
+    ) as extra_codes
+    left join {{ ref('int_code_displays') }} as displays
+        on
+            extra_codes.set_key = displays.system_key
+            and extra_codes.code = displays.code
+    group by extra_codes.snomed_code, extra_codes.jurisdiction_id, extra_codes.set_key
+
+),
+
+extra_sets as (
+
+    select
+        snomed_code,
+        jurisdiction_id,
+        jsonb_object_agg(set_key, entries) as entries_by_key
+    from extra_entries
+    group by snomed_code, jurisdiction_id
+
+),
+
 computed_without_exclusions as (
 
     -- most rows: the base's arrays, then the additions it lacks (concatenation only)
@@ -257,26 +304,11 @@ computed_without_exclusions as (
             ))
         end as codes_by_system,
         case
-            when
-                {{ extra_code_count('extras') }} = 0
-                then extras.base_code_system_sets
-            else extras.base_code_system_sets || jsonb_strip_nulls(jsonb_build_object(
-            {%- for set_key in configuration_code_systems() %}
-                '{{ set_key }}',
-                case
-                    when cardinality(extras.extra_{{ set_key }}_codes) > 0
-                        then (extras.base_code_system_sets -> '{{ set_key }}') || (
-                            select jsonb_agg(
-                                {{ code_set_entry('extra.code', "coalesce(displays.display, '')", 'key_oids.' ~ set_key ~ '_oid') }}
-                                order by extra.position
-                            )
-                            from unnest(extras.extra_{{ set_key }}_codes) with ordinality as extra (code, position)
-                            left join {{ ref('int_code_displays') }} as displays
-                                on displays.system_key = '{{ set_key }}' and extra.code = displays.code
-                        )
-                end{{ ',' if not loop.last }}
-            {%- endfor %}
-            ))
+            when extra_sets.entries_by_key is null then extras.base_code_system_sets
+            else extras.base_code_system_sets || (
+                select jsonb_object_agg(added.set_key, (extras.base_code_system_sets -> added.set_key) || added.entries)
+                from jsonb_each(extra_sets.entries_by_key) as added (set_key, entries)
+            )
         end as code_system_sets,
         jsonb_build_object(
             'configuration_id', extras.configuration_id,
@@ -296,7 +328,10 @@ computed_without_exclusions as (
         ), 0)
         {%- endfor %} as pair_hash_sum
     from extras
-    cross join key_oids
+    left join extra_sets
+        on
+            extras.snomed_code = extra_sets.snomed_code
+            and extras.jurisdiction_id = extra_sets.jurisdiction_id
     where not extras.has_exclusions
 
 ),
