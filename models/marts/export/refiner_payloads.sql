@@ -82,77 +82,65 @@ payload_members as (
 
 ),
 
-member_codes as (
+member_sets as (
 
-    -- every entry of every member row's code_system_sets (the cache has already put each code
-    -- under its key with its display and system: docs/codes.md)
+    -- per payload, its members' code_system_sets (most payloads have one member)
     select
-        payload_members.jurisdiction_id,
-        payload_members.condition_grouper_url,
-        key_sets.set_key,
-        entries.code_entry ->> 'code' as code,
-        coalesce(entries.code_entry ->> 'display', '') as display,
-        entries.code_entry ->> 'system' as code_system
+        jurisdiction_id,
+        condition_grouper_url,
+        array_agg(code_system_sets) as member_sets
     from payload_members
-    cross join lateral jsonb_each(payload_members.code_system_sets) as key_sets (set_key, set_entries)
-    cross join lateral jsonb_array_elements(key_sets.set_entries) as entries (code_entry)
-
-),
-
-distinct_codes as (
-
-    -- one entry per code per key: a non-empty display first, then the lowest display and system
-    select distinct on (jurisdiction_id, condition_grouper_url, set_key, code)
-        jurisdiction_id,
-        condition_grouper_url,
-        set_key,
-        code,
-        display,
-        code_system
-    from member_codes
-    order by
-        jurisdiction_id asc,
-        condition_grouper_url asc,
-        set_key asc,
-        code asc,
-        display = '' asc,
-        display collate "C" asc,
-        code_system collate "C" asc
-
-),
-
-sets as (
-
-    select
-        jurisdiction_id,
-        condition_grouper_url,
-        set_key,
-        count(*) as code_count,
-        jsonb_agg(
-            jsonb_build_object('code', code, 'display', display, 'system', code_system)
-            order by code collate "C", code_system collate "C"
-        ) as entries
-    from distinct_codes
-    group by jurisdiction_id, condition_grouper_url, set_key
+    group by jurisdiction_id, condition_grouper_url
 
 ),
 
 code_system_sets as (
 
+    -- per payload, one entry per code per key: a non-empty display first, then the lowest
+    -- display and system; entries sorted by code then system. Each payload's few hundred
+    -- entries are sorted on their own (not millions in one sort), and an entry is the cache's
+    -- {code, display, system} object as it is.
     select
-        jurisdiction_id,
-        condition_grouper_url,
-        sum(code_count) as code_count,
+        member_sets.jurisdiction_id,
+        member_sets.condition_grouper_url,
+        coalesce(per_payload.code_count, 0) as code_count,
         jsonb_build_object(
-            'loinc', coalesce(jsonb_agg(entries) filter (where set_key = 'loinc') -> 0, '[]'::jsonb),
-            'snomed', coalesce(jsonb_agg(entries) filter (where set_key = 'snomed') -> 0, '[]'::jsonb),
-            'rxnorm', coalesce(jsonb_agg(entries) filter (where set_key = 'rxnorm') -> 0, '[]'::jsonb),
-            'icd10', coalesce(jsonb_agg(entries) filter (where set_key = 'icd10') -> 0, '[]'::jsonb),
-            'cvx', coalesce(jsonb_agg(entries) filter (where set_key = 'cvx') -> 0, '[]'::jsonb),
-            'other', coalesce(jsonb_agg(entries) filter (where set_key = 'other') -> 0, '[]'::jsonb)
-        ) as code_system_sets
-    from sets
-    group by jurisdiction_id, condition_grouper_url
+            'loinc', '[]'::jsonb, 'snomed', '[]'::jsonb, 'rxnorm', '[]'::jsonb,
+            'icd10', '[]'::jsonb, 'cvx', '[]'::jsonb, 'other', '[]'::jsonb
+        ) || coalesce(per_payload.entries_by_key, '{}'::jsonb) as code_system_sets
+    from member_sets
+    -- a sub-select per payload is the point: each payload's entries sorted on their own
+    cross join lateral (  -- noqa: ST05
+        select
+            sum(per_key.code_count) as code_count,
+            jsonb_object_agg(per_key.set_key, per_key.entries) as entries_by_key
+        from (
+            select
+                distinct_codes.set_key,
+                count(*) as code_count,
+                jsonb_agg(
+                    distinct_codes.code_entry
+                    order by distinct_codes.code, distinct_codes.code_system
+                ) as entries
+            from (
+                select distinct on (key_sets.set_key, entries.code_entry ->> 'code')
+                    key_sets.set_key,
+                    entries.code_entry,
+                    entries.code_entry ->> 'code' collate "C" as code,
+                    entries.code_entry ->> 'system' collate "C" as code_system
+                from unnest(member_sets.member_sets) as members (sets)
+                cross join lateral jsonb_each(members.sets) as key_sets (set_key, set_entries)
+                cross join lateral jsonb_array_elements(key_sets.set_entries) as entries (code_entry)
+                order by
+                    key_sets.set_key asc,
+                    entries.code_entry ->> 'code' asc,
+                    entries.code_entry ->> 'display' = '' asc,
+                    entries.code_entry ->> 'display' collate "C" asc,
+                    entries.code_entry ->> 'system' collate "C" asc
+            ) as distinct_codes
+            group by distinct_codes.set_key
+        ) as per_key
+    ) as per_payload
 
 ),
 
