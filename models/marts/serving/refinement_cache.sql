@@ -1,5 +1,5 @@
 {{ config(
-    pre_hook=['{{ tune_session() }}; set local enable_mergejoin = off; set local enable_nestloop = off'],
+    pre_hook=['set local enable_mergejoin = off; set local enable_nestloop = off'],
     materialized='incremental_upsert',
     unique_key=['snomed_code', 'jurisdiction_id'],
     preserve_unless_changed={'updated_at': 'content_sha256'},
