@@ -57,6 +57,7 @@ cache_rows as (
         refinement_cache.jurisdiction_id,
         refinement_cache.snomed_code,
         refinement_cache.code_system_sets,
+        inputs.inputs_fingerprint,
         refinement_cache.source_details ->> 'child_grouper_url' as rs_grouper_url,
         refinement_cache.source_details ->> 'child_grouper_version' as rs_grouper_version
     from {{ ref('refinement_cache') }} as refinement_cache
@@ -73,74 +74,13 @@ payload_members as (
         cache_rows.code_system_sets,
         conditions.condition_grouper_url,
         conditions.condition_grouper_version,
-        conditions.condition_name
+        conditions.condition_name,
+        cache_rows.inputs_fingerprint
     from cache_rows
     inner join {{ ref('int_rs_grouper_condition_groupers') }} as conditions
         on
             cache_rows.rs_grouper_url = conditions.rs_grouper_url
             and cache_rows.rs_grouper_version = conditions.rs_grouper_version
-
-),
-
-member_sets as (
-
-    -- per payload, its members' code_system_sets (most payloads have one member)
-    select
-        jurisdiction_id,
-        condition_grouper_url,
-        array_agg(code_system_sets) as member_sets
-    from payload_members
-    group by jurisdiction_id, condition_grouper_url
-
-),
-
-code_system_sets as (
-
-    -- per payload, one entry per code per key: a non-empty display first, then the lowest
-    -- display and system; entries sorted by code then system. Each payload's few hundred
-    -- entries are sorted on their own (not millions in one sort), and an entry is the cache's
-    -- {code, display, system} object as it is.
-    select
-        member_sets.jurisdiction_id,
-        member_sets.condition_grouper_url,
-        coalesce(per_payload.code_count, 0) as code_count,
-        jsonb_build_object(
-            'loinc', '[]'::jsonb, 'snomed', '[]'::jsonb, 'rxnorm', '[]'::jsonb,
-            'icd10', '[]'::jsonb, 'cvx', '[]'::jsonb, 'other', '[]'::jsonb
-        ) || coalesce(per_payload.entries_by_key, '{}'::jsonb) as code_system_sets
-    from member_sets
-    -- a sub-select per payload is the point: each payload's entries sorted on their own
-    cross join lateral (  -- noqa: ST05
-        select
-            sum(per_key.code_count) as code_count,
-            jsonb_object_agg(per_key.set_key, per_key.entries) as entries_by_key
-        from (
-            select
-                distinct_codes.set_key,
-                count(*) as code_count,
-                jsonb_agg(
-                    distinct_codes.code_entry
-                    order by distinct_codes.code, distinct_codes.code_system
-                ) as entries
-            from (
-                select distinct on (key_sets.set_key, entries.code_entry ->> 'code')
-                    key_sets.set_key,
-                    entries.code_entry,
-                    entries.code_entry ->> 'code' collate "C" as code,
-                    entries.code_entry ->> 'system' collate "C" as code_system
-                from unnest(member_sets.member_sets) as members (sets)
-                cross join lateral jsonb_each(members.sets) as key_sets (set_key, set_entries)
-                cross join lateral jsonb_array_elements(key_sets.set_entries) as entries (code_entry)
-                order by
-                    key_sets.set_key asc,
-                    entries.code_entry ->> 'code' asc,
-                    entries.code_entry ->> 'display' = '' asc,
-                    entries.code_entry ->> 'display' collate "C" asc,
-                    entries.code_entry ->> 'system' collate "C" asc
-            ) as distinct_codes
-            group by distinct_codes.set_key
-        ) as per_key
-    ) as per_payload
 
 ),
 
@@ -160,7 +100,10 @@ payloads as (
             order by {{ release_order('condition_grouper_version') }} desc, condition_grouper_version collate "C" desc
         ))[1] as condition_name,
         array_agg(distinct snomed_code collate "C" order by snomed_code collate "C")::text[]
-            as included_condition_rsg_codes
+            as included_condition_rsg_codes,
+        -- the members' code_system_sets (most payloads have one member)
+        array_agg(code_system_sets) as member_sets,
+        min(inputs_fingerprint) as inputs_fingerprint
     from payload_members
     group by jurisdiction_id, condition_grouper_url
 
@@ -187,30 +130,60 @@ sections as (
 
 assembled as (
 
+    -- per payload, one entry per code per key: a non-empty display first, then the lowest
+    -- display and system; entries sorted by code then system. Each payload's few hundred
+    -- entries are sorted on their own (not millions in one sort), in a sub-select attached to
+    -- its row (no join after it that a misestimate could turn into re-running it per row), and
+    -- an entry is the cache's {code, display, system} object as it is.
     select
         payloads.jurisdiction_id,
         payloads.condition_grouper_url,
         payloads.condition_grouper_version,
         payloads.condition_name,
         payloads.included_condition_rsg_codes,
-        inputs.inputs_fingerprint,
+        payloads.inputs_fingerprint,
         lower(substring(payloads.condition_grouper_url from '([^/]+)$')) as condition_grouper_uuid,
         regexp_replace(normalize(payloads.condition_name, nfkd), '[^A-Za-z0-9_]', '', 'g')  -- noqa: RF02
             as condition_folder_name,
-        coalesce(code_system_sets.code_system_sets, jsonb_build_object(
+        jsonb_build_object(
             'loinc', '[]'::jsonb, 'snomed', '[]'::jsonb, 'rxnorm', '[]'::jsonb,
             'icd10', '[]'::jsonb, 'cvx', '[]'::jsonb, 'other', '[]'::jsonb
-        )) as code_system_sets,
-        coalesce(code_system_sets.code_count, 0) as code_count,
+        ) || coalesce(per_payload.entries_by_key, '{}'::jsonb) as code_system_sets,
+        coalesce(per_payload.code_count, 0) as code_count,
         coalesce(sections.sections, '[]'::jsonb) as sections
     from payloads
-    inner join inputs
-        on payloads.jurisdiction_id = inputs.jurisdiction_id
-    left join code_system_sets
-        on
-            payloads.jurisdiction_id = code_system_sets.jurisdiction_id
-            and payloads.condition_grouper_url = code_system_sets.condition_grouper_url
     cross join sections
+    cross join lateral (  -- noqa: ST05
+        select
+            sum(per_key.code_count) as code_count,
+            jsonb_object_agg(per_key.set_key, per_key.entries) as entries_by_key
+        from (
+            select
+                distinct_codes.set_key,
+                count(*) as code_count,
+                jsonb_agg(
+                    distinct_codes.code_entry
+                    order by distinct_codes.code, distinct_codes.code_system
+                ) as entries
+            from (
+                select distinct on (key_sets.set_key, entries.code_entry ->> 'code')
+                    key_sets.set_key,
+                    entries.code_entry,
+                    entries.code_entry ->> 'code' collate "C" as code,
+                    entries.code_entry ->> 'system' collate "C" as code_system
+                from unnest(payloads.member_sets) as members (sets)
+                cross join lateral jsonb_each(members.sets) as key_sets (set_key, set_entries)
+                cross join lateral jsonb_array_elements(key_sets.set_entries) as entries (code_entry)
+                order by
+                    key_sets.set_key asc,
+                    entries.code_entry ->> 'code' asc,
+                    entries.code_entry ->> 'display' = '' asc,
+                    entries.code_entry ->> 'display' collate "C" asc,
+                    entries.code_entry ->> 'system' collate "C" asc
+            ) as distinct_codes
+            group by distinct_codes.set_key
+        ) as per_key
+    ) as per_payload
 
 )
 
