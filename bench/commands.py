@@ -269,7 +269,7 @@ def _step_status(run: Timed) -> dict[str, str]:
 
 
 def _build_plan(run: Timed) -> str | None:
-    """The plan sync's build step chose (refinery/build_plan.py: nothing, configurations, all)."""
+    """The plan sync's build step chose (refinery/build_plan.py: nothing, configurations, tes, all)."""
     plan = (run.steps.get("build") or {}).get("plan")
     return None if plan is None else str(plan)
 

@@ -17,8 +17,12 @@ The next build compares the current fingerprints with the latest record:
 - only the configurations: plan `configurations`, `dbt build --select
   source:refiner.configurations+` without the full recomputation test (the rows written are
   checked instead) and without unit tests (the SQL did not change);
-- TES or the project (or no record): plan `all`, `dbt build` (incremental models stay
-  incremental);
+- the TES data (the configurations too, or not), with the project unchanged: plan `tes`,
+  `dbt build` of every model (incremental models stay incremental) with the checks of the rows
+  the build wrote instead of the whole-cache ones, and without unit tests (the SQL did not
+  change);
+- the project (or no record, or an unplanned build since): plan `all`, `dbt build` (incremental
+  models stay incremental) with every test, the whole-cache checks included;
 - `--full-refresh` asked: plan `full_refresh`, `dbt build --full-refresh`.
 
 The record lives in the database, beside what it describes, so a job that runs in a fresh
@@ -44,6 +48,7 @@ from refinery.paths import project_root
 
 NOTHING = "nothing"
 CONFIGURATIONS = "configurations"
+TES = "tes"
 ALL = "all"
 FULL_REFRESH = "full_refresh"
 UNPLANNED = "unplanned"  # recorded (with empty fingerprints) by a build run with its own dbt arguments
@@ -100,7 +105,7 @@ class BuildRecord:
 class Plan:
     """What to run and why."""
 
-    kind: str  # NOTHING, CONFIGURATIONS, ALL or FULL_REFRESH
+    kind: str  # NOTHING, CONFIGURATIONS, TES, ALL or FULL_REFRESH
     reason: str
     inputs: Inputs
     previous: BuildRecord | None
@@ -115,6 +120,14 @@ class Plan:
                 "build",
                 "--select",
                 f"{CONFIGURATIONS_SOURCE}+",
+                "--exclude",
+                f"tag:{FULL_RECOMPUTATION_TAG}",
+                "--exclude-resource-type",
+                "unit_test",
+            )
+        if self.kind == TES:
+            return (
+                "build",
                 "--exclude",
                 f"tag:{FULL_RECOMPUTATION_TAG}",
                 "--exclude-resource-type",
@@ -242,6 +255,8 @@ def decide(inputs: Inputs, previous: BuildRecord | None, *, full_refresh: bool =
         return Plan(NOTHING, f"no input changed {since}", inputs, previous)
     if changed == ["configurations"]:
         return Plan(CONFIGURATIONS, f"only the configurations changed {since}", inputs, previous)
+    if "project" not in changed:
+        return Plan(TES, f"{' and '.join(changed)} changed {since}", inputs, previous)
     return Plan(ALL, f"{' and '.join(changed)} changed {since}", inputs, previous)
 
 

@@ -435,7 +435,7 @@ def test_tiny_command_run_reports_every_figure_with_ratios_from_its_measurements
     assert checks["edit_visible"] is True
     # a new release: loaded and built along the TES path
     assert checks["new_release_steps"]["load_tes"] == "ok" and checks["new_release_loaded"] > 0
-    assert checks["new_release_plan"] == "all"
+    assert checks["new_release_plan"] == "tes"
     assert "model.refinery.stg_tes__valuesets" in checks["new_release_models"]
     assert checks["trigger_rows_cache_keys"] == checks["trigger_copy_cache_keys"] > 0
 

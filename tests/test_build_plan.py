@@ -28,7 +28,7 @@ import pytest
 from loaders.land.configurations import load_configurations
 from loaders.land.tes import load_tes
 from refinery import build_plan, dbt
-from refinery.build_plan import ALL, CONFIGURATIONS, FULL_REFRESH, NOTHING, BuildRecord, Inputs
+from refinery.build_plan import ALL, CONFIGURATIONS, FULL_REFRESH, NOTHING, TES, BuildRecord, Inputs
 from refinery.commands.sync import StepLog, SyncOptions, sync
 from refinery.connection import DatabaseSettings
 from refinery.synthetic import SyntheticSpec, generate
@@ -54,9 +54,10 @@ def _record(inputs: Inputs) -> BuildRecord:
     [
         ({}, NOTHING),
         ({"configurations": "other"}, CONFIGURATIONS),
-        ({"tes": "other"}, ALL),
+        ({"tes": "other"}, TES),
         ({"project": "other"}, ALL),
-        ({"tes": "other", "configurations": "other"}, ALL),
+        ({"tes": "other", "configurations": "other"}, TES),
+        ({"project": "other", "tes": "other"}, ALL),
         ({"project": "other", "configurations": "other"}, ALL),
     ],
 )
@@ -83,6 +84,10 @@ def test_no_record_plans_everything_and_full_refresh_wins() -> None:
     configurations_only = build_plan.Plan(CONFIGURATIONS, "", inputs, None).dbt_args
     assert "source:refiner.configurations+" in configurations_only
     assert "tag:full_recomputation" in configurations_only
+    tes = build_plan.Plan(TES, "", inputs, None).dbt_args
+    assert "--select" not in tes and "tag:full_recomputation" in tes and "unit_test" in tes
+    everything = build_plan.Plan(ALL, "", inputs, None).dbt_args
+    assert "tag:written_rows" in everything and "tag:full_recomputation" not in everything
 
 
 def test_the_project_fingerprint_follows_every_project_file(tmp_path: Path) -> None:
@@ -267,14 +272,20 @@ def test_syncs_cost_what_changed_and_the_cache_stays_exact(planned: dict[str, An
     assert (steps["build"]["status"], steps["build"]["plan"]) == ("ok", CONFIGURATIONS)
     _assert_cache_is_recomputed(settings)
 
-    # 5. a TES re-publication (other content, same versions): everything, incrementally
+    # 5. a TES re-publication (other content, same versions): every model, incrementally, and
+    # the checks of the rows it wrote, not of the whole cache
     with psycopg.connect(settings.conninfo()) as conn:
         _republish(conn, "REPUB")
+    stamp = _stamp()
     built = _planned_build(settings)
-    assert built.plan.kind == ALL and "tes changed" in built.plan.reason
+    assert built.plan.kind == TES and "tes changed" in built.plan.reason
+    ran = _ran(stamp)
+    assert ran is not None and off_path <= set(ran)
+    assert WRITTEN_TEST in ran and FULL_TEST not in ran
+    assert not [node for node in ran if node.startswith("unit_test.")]
     _assert_cache_is_recomputed(settings)
 
-    # 6. a new release (new versions) and a configuration edit together: everything
+    # 6. a new release (new versions) and a configuration edit together: every model
     with psycopg.connect(settings.conninfo()) as conn:
         _republish(conn, "RELEASE", version="99")
         conn.execute(
@@ -283,7 +294,7 @@ def test_syncs_cost_what_changed_and_the_cache_stays_exact(planned: dict[str, An
             " and child_grouper_url in (select canonical_url from raw.tes_valuesets where version = '99')"
         )
     built = _planned_build(settings)
-    assert built.plan.kind == ALL
+    assert built.plan.kind == TES
     _assert_cache_is_recomputed(settings)
     assert _planned_build(settings).plan.kind == NOTHING
 

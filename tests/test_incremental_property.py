@@ -7,8 +7,8 @@ codes; code exclusions (bare, `key|code`, `url|code`; of codes the grouper lists
 configuration adds); a new release: new versions of an RS grouper and of its parent condition grouper, its
 configurations moved to them), sometimes kills a build while it writes the cache, then runs the
 planned build a sync runs (refinery/build_plan.py): nothing when nothing changed, the
-configuration path when only configurations did, everything when TES did. After each step the
-cache equals the plain-Python oracle (tests/cache_oracle.py) and a --full-refresh build of the
+configuration path when only configurations did, every model (plan tes) when TES did. After
+each step the cache equals the plain-Python oracle (tests/cache_oracle.py) and a --full-refresh build of the
 same inputs in a second set of schemas (REFINERY_SCHEMA=refiner_refreshed), and so do the
 export payloads (refiner_payloads, incremental per jurisdiction).
 """
@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from loaders.land.configurations import load_configurations
 from loaders.land.tes import load_tes
 from refinery import build_plan, dbinit, dbt
-from refinery.build_plan import ALL, CONFIGURATIONS, NOTHING
+from refinery.build_plan import ALL, CONFIGURATIONS, NOTHING, TES
 from refinery.connection import DatabaseSettings
 from refinery.environ import scoped_environ
 from refinery.synthetic import SyntheticSpec, generate
@@ -314,7 +314,7 @@ def test_syncs_equal_recomputation_and_full_refresh(
         if interrupted and (tes_changed or configurations_changed):
             kill_a_build_while_it_writes_the_cache(prepared)
         plan = planned_build(prepared)
-        expected_plan = ALL if tes_changed else CONFIGURATIONS if configurations_changed else NOTHING
+        expected_plan = TES if tes_changed else CONFIGURATIONS if configurations_changed else NOTHING
         assert plan == expected_plan, operations
         with psycopg.connect(prepared.conninfo()) as conn:
             expected = expected_cache(conn)
