@@ -448,7 +448,7 @@ def test_tiny_command_run_reports_every_figure_with_ratios_from_its_measurements
         assert f"| {target.name} | {target.goal_text('tiny')} | {ratio} | n/a |" in table
         assert f"| {target.name} | {target.goal_text('tiny')} | {ratio} | n/a |" in readme
     assert "postgres (PostgreSQL 15" in readme and "[commands.md](commands.md)" in readme
-    assert "build plans no-op/edit/release nothing/configurations/all" in table
+    assert "build plans no-op/edit/release nothing/configurations/tes" in table
     assert (
         "no-op steps lock ok, fetch skipped, load_tes unchanged, load_configurations ok, build skipped"
         in table
