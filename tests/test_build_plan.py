@@ -346,3 +346,45 @@ def test_syncs_cost_what_changed_and_the_cache_stays_exact(planned: dict[str, An
     assert after_unplanned.plan.kind == ALL and "own dbt arguments" in after_unplanned.plan.reason
     assert without_updated_at(_assert_cache_is_recomputed(settings)) == without_updated_at(converged)
     assert _planned_build(settings).plan.kind == NOTHING
+
+
+def _payload_rows(settings: DatabaseSettings) -> dict[tuple[str, str], tuple[str, str]]:
+    """refiner_payloads by key: (row as JSON text, xmin: which transaction wrote it)."""
+    with psycopg.connect(settings.conninfo()) as conn:
+        rows = conn.execute(
+            "select jurisdiction_id, condition_grouper_url, to_jsonb(p)::text, xmin::text"
+            " from refiner.refiner_payloads as p"
+        ).fetchall()
+    return {(jurisdiction, url): (row, xmin) for jurisdiction, url, row, xmin in rows}
+
+
+def test_payloads_are_rewritten_only_where_their_inputs_changed(planned: dict[str, Any]) -> None:
+    """refiner_payloads is incremental per jurisdiction: an edit rewrites its jurisdiction's
+    payloads and leaves the other jurisdictions' rows as they were (same transaction); a
+    jurisdiction left with no counted configuration loses its payloads; the result equals a
+    --full-refresh of the model."""
+    settings: DatabaseSettings = planned["settings"]
+    assert _planned_build(settings).plan.kind in (NOTHING, ALL, CONFIGURATIONS)
+    before = _payload_rows(settings)
+    jurisdictions = sorted({jurisdiction for jurisdiction, _ in before})
+    assert len(jurisdictions) >= 3
+    edited, emptied = jurisdictions[0], jurisdictions[1]
+    with psycopg.connect(settings.conninfo()) as conn:
+        conn.execute(
+            "update raw.configurations set loinc_codes = array_append(loinc_codes, 'PAYLOAD-EDIT-1'),"
+            " updated_at = updated_at + interval '1 day'"
+            " where id = (select min(id) from raw.configurations where is_active and jurisdiction_id = %s)",
+            (edited,),
+        )
+        conn.execute("update raw.configurations set is_active = false where jurisdiction_id = %s", (emptied,))
+    assert _planned_build(settings).plan.kind == CONFIGURATIONS
+    after = _payload_rows(settings)
+    assert not [key for key in after if key[0] == emptied]
+    assert any(key[0] == edited and "PAYLOAD-EDIT-1" in row for key, (row, _) in after.items())
+    untouched = [key for key in before if key[0] not in (edited, emptied)]
+    assert untouched and all(after[key] == before[key] for key in untouched)
+    assert all(after[key][1] != before[key][1] for key in before if key[0] == edited and key in after)
+    outcome = dbt.run(["run", "--select", "refiner_payloads", "--full-refresh"], settings)
+    assert outcome.exit_code == 0
+    refreshed = _payload_rows(settings)
+    assert {key: row for key, (row, _) in refreshed.items()} == {key: row for key, (row, _) in after.items()}
