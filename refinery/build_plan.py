@@ -59,6 +59,15 @@ WRITTEN_ROWS_TAG = "written_rows"
 CONFIGURATIONS_SOURCE = "source:refiner.configurations"
 KEPT_RECORDS = 1000
 
+# what a plan that checks only the rows its build wrote leaves out: the whole-cache checks and
+# the unit tests (the SQL did not change)
+WRITTEN_ROWS_CHECKS = (
+    "--exclude",
+    f"tag:{FULL_RECOMPUTATION_TAG}",
+    "--exclude-resource-type",
+    "unit_test",
+)
+
 # what the project fingerprint reads (relative to the project root)
 PROJECT_FOLDERS = ("models", "macros", "seeds", "snapshots", "tests/dbt", "analyses")
 PROJECT_FILES = ("dbt_project.yml", "packages.yml", "dependencies.yml")
@@ -116,23 +125,9 @@ class Plan:
         if self.kind == NOTHING:
             return ()
         if self.kind == CONFIGURATIONS:
-            return (
-                "build",
-                "--select",
-                f"{CONFIGURATIONS_SOURCE}+",
-                "--exclude",
-                f"tag:{FULL_RECOMPUTATION_TAG}",
-                "--exclude-resource-type",
-                "unit_test",
-            )
+            return ("build", "--select", f"{CONFIGURATIONS_SOURCE}+", *WRITTEN_ROWS_CHECKS)
         if self.kind == TES:
-            return (
-                "build",
-                "--exclude",
-                f"tag:{FULL_RECOMPUTATION_TAG}",
-                "--exclude-resource-type",
-                "unit_test",
-            )
+            return ("build", *WRITTEN_ROWS_CHECKS)
         if self.kind == FULL_REFRESH:
             return ("build", "--full-refresh", "--exclude", f"tag:{WRITTEN_ROWS_TAG}")
         return ("build", "--exclude", f"tag:{WRITTEN_ROWS_TAG}")
@@ -310,16 +305,14 @@ def record_unplanned(conn: psycopg.Connection, schema: str) -> int | None:
     still leaves its mark. None when the table does not exist yet (the next planned build runs
     everything anyway) or when this login may not write it: a login that cannot record a build
     cannot have written the models either, and its dbt run reports its own permission error."""
-    if not _relation_exists(conn, schema, BUILDS_TABLE):
-        return None
     writable = conn.execute(
         "select has_schema_privilege(n.oid, 'usage') and has_table_privilege(c.oid, 'insert')"
         " from pg_catalog.pg_class as c"
         " join pg_catalog.pg_namespace as n on n.oid = c.relnamespace"
         " where n.nspname = %s and c.relname = %s",
         (schema, BUILDS_TABLE),
-    ).fetchone()[0]
-    if not writable:
+    ).fetchone()
+    if writable is None or not writable[0]:  # no table yet, or this login may not write it
         return None
     row = conn.execute(
         sql.SQL(
