@@ -10,18 +10,7 @@ with
 
 members as (
 
-    select
-        refinement_cache.jurisdiction_id,
-        refinement_cache.snomed_code,
-        refinement_cache.source_sha256,
-        conditions.condition_grouper_url,
-        conditions.condition_grouper_version,
-        conditions.condition_name
-    from {{ ref('refinement_cache') }} as refinement_cache
-    inner join {{ ref('int_rs_grouper_condition_groupers') }} as conditions
-        on
-            refinement_cache.source_details ->> 'child_grouper_url' = conditions.rs_grouper_url
-            and refinement_cache.source_details ->> 'child_grouper_version' = conditions.rs_grouper_version
+    select * from {{ ref('int_refiner_payload_members') }}
 
 ),
 

@@ -51,36 +51,20 @@ inputs as (
 
 ),
 
-cache_rows as (
-
-    select
-        refinement_cache.jurisdiction_id,
-        refinement_cache.snomed_code,
-        refinement_cache.code_system_sets,
-        inputs.inputs_fingerprint,
-        refinement_cache.source_details ->> 'child_grouper_url' as rs_grouper_url,
-        refinement_cache.source_details ->> 'child_grouper_version' as rs_grouper_version
-    from {{ ref('refinement_cache') }} as refinement_cache
-    inner join inputs
-        on refinement_cache.jurisdiction_id = inputs.jurisdiction_id
-
-),
-
 payload_members as (
 
+    -- the jurisdictions' cache rows that go into a payload, with their condition
     select
-        cache_rows.jurisdiction_id,
-        cache_rows.snomed_code,
-        cache_rows.code_system_sets,
-        conditions.condition_grouper_url,
-        conditions.condition_grouper_version,
-        conditions.condition_name,
-        cache_rows.inputs_fingerprint
-    from cache_rows
-    inner join {{ ref('int_rs_grouper_condition_groupers') }} as conditions
-        on
-            cache_rows.rs_grouper_url = conditions.rs_grouper_url
-            and cache_rows.rs_grouper_version = conditions.rs_grouper_version
+        members.jurisdiction_id,
+        members.snomed_code,
+        members.code_system_sets,
+        members.condition_grouper_url,
+        members.condition_grouper_version,
+        members.condition_name,
+        inputs.inputs_fingerprint
+    from {{ ref('int_refiner_payload_members') }} as members
+    inner join inputs
+        on members.jurisdiction_id = inputs.jurisdiction_id
 
 ),
 
