@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from loaders.land.configurations import load_configurations
 from loaders.land.tes import load_tes
@@ -359,16 +360,17 @@ def _payload_rows(settings: DatabaseSettings) -> dict[tuple[str, str], tuple[str
 
 
 def test_payloads_are_rewritten_only_where_their_inputs_changed(planned: dict[str, Any]) -> None:
-    """refiner_payloads is incremental per jurisdiction: an edit rewrites its jurisdiction's
-    payloads and leaves the other jurisdictions' rows as they were (same transaction); a
-    jurisdiction left with no counted configuration loses its payloads; the result equals a
-    --full-refresh of the model."""
+    """refiner_payloads is incremental per payload: an edit rewrites the payload of its
+    condition and leaves every other row as it was (same content, same transaction), its
+    jurisdiction's other payloads included; a jurisdiction left with no counted configuration
+    loses its payloads; the result equals a --full-refresh of the model."""
     settings: DatabaseSettings = planned["settings"]
     assert _planned_build(settings).plan.kind in (NOTHING, ALL, CONFIGURATIONS)
     before = _payload_rows(settings)
     jurisdictions = sorted({jurisdiction for jurisdiction, _ in before})
     assert len(jurisdictions) >= 3
     edited, emptied = jurisdictions[0], jurisdictions[1]
+    assert sum(1 for key in before if key[0] == edited) >= 2  # payloads left alone beside the edited one
     with psycopg.connect(settings.conninfo()) as conn:
         conn.execute(
             "update raw.configurations set loinc_codes = array_append(loinc_codes, 'PAYLOAD-EDIT-1'),"
@@ -380,11 +382,108 @@ def test_payloads_are_rewritten_only_where_their_inputs_changed(planned: dict[st
     assert _planned_build(settings).plan.kind == CONFIGURATIONS
     after = _payload_rows(settings)
     assert not [key for key in after if key[0] == emptied]
-    assert any(key[0] == edited and "PAYLOAD-EDIT-1" in row for key, (row, _) in after.items())
-    untouched = [key for key in before if key[0] not in (edited, emptied)]
-    assert untouched and all(after[key] == before[key] for key in untouched)
-    assert all(after[key][1] != before[key][1] for key in before if key[0] == edited and key in after)
+    rewritten = [key for key, (row, _) in after.items() if "PAYLOAD-EDIT-1" in row]
+    assert len(rewritten) == 1 and rewritten[0][0] == edited
+    assert after[rewritten[0]][1] != before[rewritten[0]][1]
+    untouched = [key for key in before if key[0] != emptied and key != rewritten[0]]
+    assert any(key[0] == edited for key in untouched)
+    assert all(after[key] == before[key] for key in untouched)
     outcome = dbt.run(["run", "--select", "refiner_payloads", "--full-refresh"], settings)
     assert outcome.exit_code == 0
     refreshed = _payload_rows(settings)
     assert {key: row for key, (row, _) in refreshed.items()} == {key: row for key, (row, _) in after.items()}
+
+
+def _check_results(settings: DatabaseSettings) -> dict[str, str]:
+    """Run the whole-cache and the written-rows recomputation checks: {test id: pass or fail}."""
+    dbt.run(["test", "--select", FULL_TEST.split(".")[-1], WRITTEN_TEST.split(".")[-1]], settings)
+    return {
+        r["unique_id"]: r["status"]
+        for r in dbt.run_results()["results"]
+        if r["unique_id"] in (FULL_TEST, WRITTEN_TEST)
+    }
+
+
+def test_the_written_rows_checks_read_the_rows_written(planned: dict[str, Any]) -> None:
+    """A planned build stamps the rows it writes (written_at, the time synced_partitions records
+    for the write); the written-rows check reads those rows, and in their jurisdictions the keys
+    only one side holds, not every row of the jurisdiction: a tampered row the build did not
+    write passes it (the whole-cache check catches it), a tampered written row, a missing row
+    and a left-over row fail it."""
+    settings: DatabaseSettings = planned["settings"]
+    _planned_build(settings)
+    with psycopg.connect(settings.conninfo()) as conn:
+        target = conn.execute(
+            "select id, snomed_code, jurisdiction_id from refiner.configurations"
+            " where is_counted and cardinality(excluded_codes) = 0 order by id limit 1"
+        ).fetchone()
+        assert target is not None
+        edited_key = (target[1], target[2])
+        conn.execute(
+            "update raw.configurations set loinc_codes = array_append(loinc_codes, 'WRITTEN-1'),"
+            " updated_at = updated_at + interval '1 day' where id = %s",
+            (target[0],),
+        )
+    assert _planned_build(settings).plan.kind == CONFIGURATIONS
+    cache = "refiner.refinement_cache"
+    with psycopg.connect(settings.conninfo(), autocommit=True) as conn:
+        written = conn.execute(
+            f"select snomed_code, jurisdiction_id from {cache} where written_at ="
+            " (select max(synced_at) from refiner.refinement_cache__synced_partitions)"
+        ).fetchall()
+        assert written == [edited_key]
+        other = conn.execute(
+            f"select snomed_code from {cache} where jurisdiction_id = %s and snomed_code <> %s"
+            " and not exists (select 1 from refiner.configurations as c where c.is_counted"
+            " and cardinality(c.excluded_codes) > 0 and c.snomed_code = refinement_cache.snomed_code"
+            " and c.jurisdiction_id = refinement_cache.jurisdiction_id) order by 1 limit 1",
+            (edited_key[1], edited_key[0]),
+        ).fetchone()
+        assert other is not None
+        other_key = (other[0], edited_key[1])
+        saved = {
+            key: conn.execute(
+                f"select aggregated_codes from {cache} where snomed_code = %s and jurisdiction_id = %s", key
+            ).fetchone()[0]
+            for key in (edited_key, other_key)
+        }
+
+        def tamper(key: tuple[str, str]) -> None:
+            conn.execute(
+                f"update {cache} set aggregated_codes = aggregated_codes[2:]"
+                " where snomed_code = %s and jurisdiction_id = %s",
+                key,
+            )
+
+        def restore(key: tuple[str, str]) -> None:
+            conn.execute(
+                f"update {cache} set aggregated_codes = %s where snomed_code = %s and jurisdiction_id = %s",
+                (saved[key], *key),
+            )
+
+        assert _check_results(settings) == {FULL_TEST: "pass", WRITTEN_TEST: "pass"}
+        # a row of the same jurisdiction the build did not write: out of the written rows' scope
+        tamper(other_key)
+        assert _check_results(settings) == {FULL_TEST: "fail", WRITTEN_TEST: "pass"}
+        restore(other_key)
+        # the row the build wrote
+        tamper(edited_key)
+        assert _check_results(settings) == {FULL_TEST: "fail", WRITTEN_TEST: "fail"}
+        restore(edited_key)
+        # in the written jurisdiction, a row missing, then a row left over
+        insert_row = f"insert into {cache} select * from jsonb_populate_record(null::{cache}, %s)"
+        row = conn.execute(
+            f"select to_jsonb(c) from {cache} as c where snomed_code = %s and jurisdiction_id = %s", other_key
+        ).fetchone()[0]
+        conn.execute(f"delete from {cache} where snomed_code = %s and jurisdiction_id = %s", other_key)
+        try:
+            assert _check_results(settings) == {FULL_TEST: "fail", WRITTEN_TEST: "fail"}
+        finally:
+            conn.execute(insert_row, (Jsonb(row),))
+        left_over = Jsonb(row | {"snomed_code": "LEFT-OVER-1"})
+        conn.execute(insert_row, (left_over,))
+        try:
+            assert _check_results(settings) == {FULL_TEST: "fail", WRITTEN_TEST: "fail"}
+        finally:
+            conn.execute(f"delete from {cache} where snomed_code = 'LEFT-OVER-1'")
+        assert _check_results(settings) == {FULL_TEST: "pass", WRITTEN_TEST: "pass"}

@@ -8,11 +8,11 @@
     differ, without joining millions of entries: a failing row is named, then a query such as
     docs/codes.md's shows the entries. Entry order is checked against the Python oracle
     (tests/cache_oracle.py).
-    `jurisdictions`: none for every row, else a SQL query returning the jurisdiction_ids to
-    check (the rows a build wrote: assert_code_system_sets_written_rows_agree).
+    `keys`: none for every row, else a SQL query returning the keys (snomed_code,
+    jurisdiction_id) to check (the rows a build wrote: assert_code_system_sets_written_rows_agree).
 -#}
-{% macro code_system_sets_problems(jurisdictions=none) -%}
-    {%- set in_scope = 'true' if jurisdictions is none else 'jurisdiction_id in (' ~ jurisdictions ~ ')' -%}
+{% macro code_system_sets_problems(keys=none) -%}
+    {%- set in_scope = 'true' if keys is none else '(snomed_code, jurisdiction_id) in (' ~ keys ~ ')' -%}
     with
 
     cache_rows as (

@@ -14,11 +14,11 @@
     Rows whose configuration excludes codes are left to assert_code_exclusions_applied and to the
     Python oracle (tests/cache_oracle.py); every row's code_system_sets is checked against its
     codes_by_system by assert_code_system_sets_agree.
-    `jurisdictions`: none for every row, else a SQL query returning the jurisdiction_ids to
-    check (the rows a build wrote: assert_refinement_cache_written_rows_match_recomputation).
+    `keys`: none for every row, else a SQL query returning the keys (snomed_code,
+    jurisdiction_id) to check (the rows a build wrote: assert_refinement_cache_written_rows_match_recomputation).
 -#}
-{% macro refinement_cache_recomputation_problems(jurisdictions=none) -%}
-    {%- set in_scope = 'true' if jurisdictions is none else 'jurisdiction_id in (' ~ jurisdictions ~ ')' -%}
+{% macro refinement_cache_recomputation_problems(keys=none) -%}
+    {%- set in_scope = 'true' if keys is none else '(snomed_code, jurisdiction_id) in (' ~ keys ~ ')' -%}
     with
 
     counted as (

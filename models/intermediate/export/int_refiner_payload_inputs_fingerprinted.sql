@@ -1,10 +1,10 @@
 {#-
-    Per jurisdiction, the fingerprint of everything its refiner_payloads rows are built from:
-    its refinement_cache rows that belong to a condition (snomed_code and source_sha256, which
-    covers the row's codes and their displays), the condition each belongs to (URL, release,
-    title) and the eicr_sections seed. refiner_payloads rebuilds only the jurisdictions whose
-    fingerprint is not the one their rows were written with, and deletes the rows of the
-    jurisdictions missing here.
+    Per payload (jurisdiction_id, condition_grouper_url), the fingerprint of everything its
+    refiner_payloads row is built from: the jurisdiction's refinement_cache rows that belong to
+    that condition (snomed_code and source_sha256, which covers the row's codes and their
+    displays), the condition's release and title as each row sees it, and the eicr_sections
+    seed. refiner_payloads rebuilds only the payloads whose fingerprint is not the one their
+    row was written with, and deletes the payloads missing here.
 -#}
 with
 
@@ -25,11 +25,12 @@ sections as (
 
 select
     members.jurisdiction_id,
+    members.condition_grouper_url,
     count(*) as member_rows,
     {{ rows_fingerprint([
-        'members.snomed_code', 'members.source_sha256', 'members.condition_grouper_url',
+        'members.snomed_code', 'members.source_sha256',
         'members.condition_grouper_version', 'members.condition_name'
     ]) }} || '/' || min(sections.sections_fingerprint) as inputs_fingerprint
 from members
 cross join sections
-group by members.jurisdiction_id
+group by members.jurisdiction_id, members.condition_grouper_url

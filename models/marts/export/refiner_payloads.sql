@@ -1,12 +1,13 @@
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
-    unique_key='jurisdiction_id',
+    unique_key=['jurisdiction_id', 'condition_grouper_url'],
     on_schema_change='fail',
     indexes=[{'columns': ['jurisdiction_id', 'condition_grouper_url'], 'unique': true}],
     post_hook=[
-        "delete from {{ this }} where jurisdiction_id not in"
-        ~ " (select jurisdiction_id from {{ ref('int_refiner_payload_inputs_fingerprinted') }})"
+        "delete from {{ this }} where (jurisdiction_id, condition_grouper_url) not in"
+        ~ " (select jurisdiction_id, condition_grouper_url"
+        ~ " from {{ ref('int_refiner_payload_inputs_fingerprinted') }})"
     ],
 ) }}
 {#-
@@ -19,23 +20,25 @@
     entry per code per key. content_sha256 fingerprints everything a version folder holds, so
     refiner_payloads_snapshot opens a new version exactly when a payload changes.
 
-    Incremental per jurisdiction (dbt's delete+insert on jurisdiction_id): a build rebuilds
-    the jurisdictions whose inputs_fingerprint (int_refiner_payload_inputs_fingerprinted) is
-    not the one their rows carry, so one edited configuration rewrites one jurisdiction's
-    payloads instead of unnesting every cache row of every jurisdiction; the post-hook deletes
-    the rows of jurisdictions left with no payload. The fingerprint also carries the MD5 of
-    this model's SQL (macro model_sql_md5), so editing it rebuilds every jurisdiction without
-    a --full-refresh; a change in a macro it calls still needs one.
+    Incremental per payload (dbt's delete+insert on jurisdiction_id, condition_grouper_url): a
+    build rebuilds the payloads whose inputs_fingerprint (int_refiner_payload_inputs_fingerprinted)
+    is not the one their row carries, so one edited configuration rewrites its condition's
+    payload and a new TES release the payloads of the conditions it changed, instead of
+    unnesting every cache row of every jurisdiction; the post-hook deletes the payloads no
+    cache row belongs to any more. The fingerprint also carries the MD5 of this model's SQL
+    (macro model_sql_md5), so editing it rebuilds every payload without a --full-refresh; a
+    change in a macro it calls still needs one.
 -#}
 with
 
 inputs as (
 
-    -- the jurisdictions to (re)build, with the fingerprint their rows will carry (their
-    -- inputs' and this model's SQL's): all of them in a full build, else those whose
-    -- fingerprint differs from the one their rows carry
+    -- the payloads to (re)build, with the fingerprint their rows will carry (their inputs'
+    -- and this model's SQL's): all of them in a full build, else those whose fingerprint
+    -- differs from the one their row carries
     select
         fingerprints.jurisdiction_id,
+        fingerprints.condition_grouper_url,
         fingerprints.inputs_fingerprint || '/{{ model_sql_md5() }}' as inputs_fingerprint
     from {{ ref('int_refiner_payload_inputs_fingerprinted') }} as fingerprints
     {%- if is_incremental() %}
@@ -44,6 +47,7 @@ inputs as (
             from {{ this }} as written
             where
                 written.jurisdiction_id = fingerprints.jurisdiction_id
+                and written.condition_grouper_url = fingerprints.condition_grouper_url
                 and written.inputs_fingerprint
                 = fingerprints.inputs_fingerprint || '/{{ model_sql_md5() }}'
         )
@@ -53,7 +57,7 @@ inputs as (
 
 payload_members as (
 
-    -- the jurisdictions' cache rows that go into a payload, with their condition
+    -- the cache rows of the payloads to build, with their condition
     select
         members.jurisdiction_id,
         members.snomed_code,
@@ -64,7 +68,9 @@ payload_members as (
         inputs.inputs_fingerprint
     from {{ ref('int_refiner_payload_members') }} as members
     inner join inputs
-        on members.jurisdiction_id = inputs.jurisdiction_id
+        on
+            members.jurisdiction_id = inputs.jurisdiction_id
+            and members.condition_grouper_url = inputs.condition_grouper_url
 
 ),
 

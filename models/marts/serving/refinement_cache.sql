@@ -522,7 +522,8 @@ select
     cast(source_details as jsonb) as source_details,
     cast(source_sha256 as text) as source_sha256,
     cast({{ code_set_sha256('pair_count', 'pair_hash_sum') }} as text) as content_sha256,
-    cast(now() as timestamptz) as updated_at
+    cast(now() as timestamptz) as updated_at,
+    cast(now() as timestamptz) as written_at
 from computed
 {%- if incremental %}
 
@@ -538,7 +539,8 @@ select
     cast(null as jsonb) as source_details,
     cast(null as text) as source_sha256,
     cast(null as text) as content_sha256,
-    cast(null as timestamptz) as updated_at
+    cast(null as timestamptz) as updated_at,
+    cast(null as timestamptz) as written_at
 from key_changes
 where snomed_code is null
 {%- endif %}
