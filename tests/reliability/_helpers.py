@@ -201,12 +201,12 @@ def mutated_configurations(source: Path, target: Path) -> Path:
 
 
 def cache_rows(settings: DatabaseSettings) -> list[Any]:
-    """refinement_cache without updated_at, in key order."""
+    """refinement_cache without updated_at and written_at (when the rows were written), in key order."""
     return [
         row[0]
         for row in query(
             settings,
-            "select to_jsonb(cache) - 'updated_at' from refiner.refinement_cache as cache"
+            "select to_jsonb(cache) - 'updated_at' - 'written_at' from refiner.refinement_cache as cache"
             " order by cache.snomed_code, cache.jurisdiction_id",
         )
     ]
