@@ -312,6 +312,9 @@ def throwaway_server() -> Iterator[DatabaseSettings]:
         settings = connection.embedded_settings(state.port)
         connection.ensure_database(settings)
         dbinit.init(settings)
+        # the server runs with synchronous_commit=off: make the init durable before any test
+        # kills the server (else a crash may take it back, and the next load finds no schema)
+        execute(settings, "checkpoint")
         yield settings
     finally:
         embedded.down()
